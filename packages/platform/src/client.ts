@@ -1,0 +1,33 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { currentContext } from "./context.js";
+
+/** Copies the current request's trace headers onto an outgoing call. */
+export function forwardContextInterceptor(): Interceptor {
+  return (next) => (req) => {
+    const context = currentContext();
+    if (context) {
+      for (const [name, value] of Object.entries(context.propagation)) {
+        if (!req.header.has(name)) req.header.set(name, value);
+      }
+    }
+    return next(req);
+  };
+}
+
+/**
+ * A client for a peer service at the base URL from configuration. It deliberately has no
+ * retries, timeouts or circuit breaking: in a cluster the sidecar provides them, and locally
+ * mesh/local does, both from the same mesh/istio/ resources.
+ */
+export function createPeerClient<S extends DescService>(service: S, baseUrl: string): Client<S> {
+  return createClient(
+    service,
+    createConnectTransport({
+      baseUrl,
+      httpVersion: "1.1",
+      interceptors: [forwardContextInterceptor()],
+    }),
+  );
+}

@@ -1,0 +1,66 @@
+import { z } from "zod";
+
+/** Thrown when the environment does not satisfy a service's configuration schema. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Reads configuration from environment variables. The schema's keys are the variable names,
+ * so every message names the variable to fix.
+ */
+export function loadConfig<S extends z.ZodObject>(
+  schema: S,
+  env: Record<string, string | undefined> = process.env,
+): z.infer<S> {
+  const result = schema.safeParse(env);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const variable = issue.path.join(".") || "(environment)";
+    const value = env[variable];
+    const got = value === undefined ? "it is not set" : `got ${JSON.stringify(redactValue(variable, value))}`;
+    return `${variable}: ${issue.message} (${got})`;
+  });
+  throw new ConfigError(problems);
+}
+
+function redactValue(variable: string, value: string): string {
+  if (/PASSWORD|SECRET|TOKEN|KEY/i.test(variable)) return "[redacted]";
+  return value.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:[redacted]@");
+}
+
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** Variables every service reads. Services extend this with their own. */
+export const baseConfigSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default("0.0.0.0"),
+  LOG_LEVEL: z.enum(logLevels).default("info"),
+  SERVICE_VERSION: z.string().min(1).default("v1"),
+  /** A postgres:// URL. Without it the service uses an embedded PGlite database. */
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+    .optional(),
+  /** Where the embedded database keeps its files; in memory when unset. */
+  PGLITE_DATA_DIR: z.string().min(1).optional(),
+  /** How long SIGTERM waits for in-flight requests before closing connections. */
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  /** Largest request body accepted, in bytes; larger ones get resource_exhausted. */
+  MAX_REQUEST_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+});
+
+/** Variables of services that verify access tokens issued by the auth service. */
+export const tokenConfigSchema = z.object({
+  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }),
+  AUTH_ISSUER: z.string().min(1).default("https://auth.thinmesh.local"),
+  AUTH_AUDIENCE: z.string().min(1).default("thinmesh"),
+});
+
+/** A boolean environment variable: "true"/"false", "1"/"0", "yes"/"no", "on"/"off". */
+export const booleanFlag = z
+  .enum(["true", "false", "1", "0", "yes", "no", "on", "off"])
+  .transform((v) => v === "true" || v === "1" || v === "yes" || v === "on");

@@ -1,0 +1,129 @@
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+
+/** A drizzle database over either driver; services code against this type only. */
+export type AppDatabase<TSchema extends Record<string, unknown>> = PgDatabase<
+  PgQueryResultHKT,
+  TSchema
+>;
+/** The handle inside db.transaction(). Inside a transaction, use it and never the db. */
+export type AppTransaction<TSchema extends Record<string, unknown>> = Parameters<
+  Parameters<AppDatabase<TSchema>["transaction"]>[0]
+>[0];
+/** Either: functions that may run inside or outside a transaction take this. */
+export type Executor<TSchema extends Record<string, unknown>> =
+  | AppDatabase<TSchema>
+  | AppTransaction<TSchema>;
+
+export interface DatabaseOptions<TSchema extends Record<string, unknown>> {
+  /** postgres:// URL; without it an embedded PGlite database is used. */
+  url?: string | undefined;
+  /** PGlite data directory; in memory when unset. Ignored with a url. */
+  dataDir?: string | undefined;
+  schema: TSchema;
+  /** drizzle-kit's output folder (with meta/_journal.json). */
+  migrationsFolder: string;
+  /** Connections in the pool (postgres only). */
+  poolSize?: number;
+}
+
+export interface Database<TSchema extends Record<string, unknown>> {
+  readonly kind: "postgres" | "pglite";
+  readonly db: AppDatabase<TSchema>;
+  /** Applies pending migrations; safe when several replicas start at once. */
+  migrate(): Promise<void>;
+  /** Resolves when the database answers a query. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+// Any constant works: advisory locks are scoped to one database, and each service has its own.
+const migrationLockKey = 7_246_175_931;
+
+export async function openDatabase<TSchema extends Record<string, unknown>>(
+  options: DatabaseOptions<TSchema>,
+): Promise<Database<TSchema>> {
+  return options.url ? openPostgres(options.url, options) : openPglite(options);
+}
+
+function openPostgres<TSchema extends Record<string, unknown>>(
+  url: string,
+  options: DatabaseOptions<TSchema>,
+): Database<TSchema> {
+  const clientOptions = { onnotice: () => {}, connect_timeout: 5 } as const;
+  const client = postgres(url, { ...clientOptions, max: options.poolSize ?? 10 });
+  const db = drizzlePostgres(client, { schema: options.schema });
+  return {
+    kind: "postgres",
+    db: db as unknown as AppDatabase<TSchema>,
+    async migrate() {
+      // drizzle's migrate() takes no lock; replicas migrating an empty database together
+      // would collide. One connection holds a session-level advisory lock while it migrates.
+      const lockClient = postgres(url, { ...clientOptions, max: 1 });
+      try {
+        await lockClient`select pg_advisory_lock(${migrationLockKey})`;
+        await migratePostgres(drizzlePostgres(lockClient), {
+          migrationsFolder: options.migrationsFolder,
+        });
+        await lockClient`select pg_advisory_unlock(${migrationLockKey})`;
+      } finally {
+        await lockClient.end({ timeout: 5 });
+      }
+    },
+    async ping() {
+      await client`select 1`;
+    },
+    async close() {
+      await client.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openPglite<TSchema extends Record<string, unknown>>(
+  options: DatabaseOptions<TSchema>,
+): Promise<Database<TSchema>> {
+  const client = await PGlite.create(options.dataDir);
+  const db = drizzlePglite({ client, schema: options.schema });
+  return {
+    kind: "pglite",
+    db: db as unknown as AppDatabase<TSchema>,
+    // PGlite is opened by this process alone, so nothing else can migrate concurrently.
+    migrate: () => migratePglite(db, { migrationsFolder: options.migrationsFolder }),
+    async ping() {
+      await db.execute(sql`select 1`);
+    },
+    async close() {
+      if (!client.closed) await client.close();
+    },
+  };
+}
+
+/** The SQLSTATE of a database error, looking through drizzle's wrapper. */
+export function sqlState(error: unknown): string | undefined {
+  for (let e = error; e instanceof Error || (e && typeof e === "object"); ) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+    if (!e) break;
+  }
+  return undefined;
+}
+
+/** True when error is a unique violation, optionally of one named constraint. */
+export function isUniqueViolation(error: unknown, constraint?: string): boolean {
+  if (sqlState(error) !== "23505") return false;
+  if (!constraint) return true;
+  for (let e = error; e && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
+    const name =
+      (e as { constraint_name?: unknown }).constraint_name ??
+      (e as { constraint?: unknown }).constraint;
+    if (typeof name === "string") return name === constraint;
+  }
+  return false;
+}

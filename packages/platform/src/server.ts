@@ -1,0 +1,132 @@
+import http from "node:http";
+import http2 from "node:http2";
+import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
+import { getRequestListener } from "@hono/node-server";
+import { contractsRegistry } from "@thinmesh/contracts/registry.js";
+
+export interface OnePortServerOptions {
+  /** Registers the Connect services (served as Connect, gRPC and gRPC-Web). */
+  routes: (router: ConnectRouter) => void;
+  interceptors: Interceptor[];
+  /** Plain HTTP routes (a Hono app's fetch) for every path that is not an RPC. */
+  fetch: (request: Request) => Response | Promise<Response>;
+  /** Largest request message accepted; larger ones fail with resource_exhausted. */
+  readMaxBytes: number;
+}
+
+export interface OnePortServer {
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** Requests being handled right now. */
+  inFlight(): number;
+  /**
+   * Stops accepting connections, lets in-flight requests finish for up to graceMs, then
+   * closes every connection.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+// Every HTTP/2 connection without TLS (h2c, "prior knowledge") starts with this preface.
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * One plaintext port for HTTP/1.1 and h2c. Node's http2 server only accepts HTTP/1.1 next to
+ * HTTP/2 over TLS (ALPN), so a TCP server reads the first bytes of each connection and hands
+ * the socket to an HTTP/1.1 or an HTTP/2 server.
+ */
+export function createOnePortServer(options: OnePortServerOptions): OnePortServer {
+  const shutdown = new AbortController();
+  const rpcAndRoutes = connectNodeAdapter({
+    routes: options.routes,
+    interceptors: options.interceptors,
+    readMaxBytes: options.readMaxBytes,
+    // JSON clients (curl) send events' google.protobuf.Any payloads with an @type to resolve.
+    jsonOptions: { registry: contractsRegistry },
+    shutdownSignal: shutdown.signal,
+    // Hono's listener accepts both HTTP/1.1 and HTTP/2 compat objects; only the typings differ.
+    fallback: getRequestListener(options.fetch) as unknown as ConnectNodeAdapterOptions["fallback"],
+  });
+
+  let inFlight = 0;
+  let draining = false;
+  const idleWaiters = new Set<() => void>();
+  const handle = (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ) => {
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) for (const wake of idleWaiters) wake();
+    });
+    if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
+    rpcAndRoutes(req, res);
+  };
+
+  const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, handle);
+  const h2 = http2.createServer({}, handle);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const sockets = new Set<Socket>();
+  const tcp = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    let head = Buffer.alloc(0);
+    const sniff = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, h2Preface.length);
+      const looksLikeH2 = head.subarray(0, n).equals(h2Preface.subarray(0, n));
+      if (looksLikeH2 && head.length < h2Preface.length) return; // need more bytes to decide
+      socket.off("data", sniff);
+      socket.pause();
+      socket.unshift(head);
+      (looksLikeH2 ? h2 : h1).emit("connection", socket);
+      process.nextTick(() => socket.resume());
+    };
+    socket.on("data", sniff);
+  });
+  // The HTTP/1.1 server never listens itself; without this event it does not track its
+  // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
+  tcp.on("listening", () => h1.emit("listening"));
+
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, host, () => {
+          tcp.off("error", reject);
+          resolve(tcp.address() as AddressInfo);
+        });
+      });
+    },
+    inFlight: () => inFlight,
+    async close(graceMs) {
+      draining = true;
+      const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const session of sessions) session.close(); // GOAWAY: no new streams
+      h1.closeIdleConnections();
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, graceMs);
+          function done() {
+            clearTimeout(timer);
+            idleWaiters.delete(done);
+            resolve();
+          }
+          idleWaiters.add(done);
+        });
+      }
+      shutdown.abort();
+      h1.closeAllConnections();
+      h1.close(() => {}); // stops its connection-tracking timer
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+      await tcpClosed;
+    },
+  };
+}

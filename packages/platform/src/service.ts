@@ -1,0 +1,236 @@
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { Hono } from "hono";
+import type { z } from "zod";
+import { type Access, type AccessRules, accessByPath, createAccessInterceptor } from "./access.js";
+import { type baseConfigSchema, ConfigError, loadConfig } from "./config.js";
+import { newContext, runWithContext } from "./context.js";
+import { type Database, openDatabase } from "./database.js";
+import { DomainError } from "./errors.js";
+import {
+  contextInterceptor,
+  observeInterceptor,
+  readinessInterceptor,
+  validationInterceptor,
+} from "./interceptors.js";
+import { createLogger, type Logger } from "./logger.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { createOnePortServer } from "./server.js";
+import type { TokenVerifier } from "./tokens.js";
+
+type BaseConfig = z.infer<typeof baseConfigSchema>;
+
+/** A Connect service with its implementation and the access rule of each method. */
+export interface ServiceBinding {
+  register(router: ConnectRouter): void;
+  access: Map<string, Access>;
+}
+
+/** Binds an implementation to its service descriptor with one access rule per method. */
+export function bind<S extends DescService>(
+  service: S,
+  implementation: ServiceImpl<S>,
+  access: AccessRules<S>,
+): ServiceBinding {
+  return {
+    register: (router) => router.service(service, implementation),
+    access: accessByPath(service, access),
+  };
+}
+
+export interface ServiceDeps<TConfig, TSchema extends Record<string, unknown>> {
+  config: TConfig;
+  logger: Logger;
+  database: Database<TSchema>;
+  metrics: Metrics;
+}
+
+export interface ServiceParts {
+  rpc: ServiceBinding[];
+  /** Plain HTTP routes next to /healthz, /readyz and /metrics. */
+  routes?: (app: Hono) => void;
+  verifier?: TokenVerifier;
+  /** Runs once the database is migrated, before the service reports ready (seeding, keys). */
+  onDatabaseReady?: () => Promise<void>;
+  /** Runs on shutdown after the server has drained, before the database closes. */
+  onClose?: () => Promise<void>;
+}
+
+export interface ServiceDefinition<
+  TSchemaShape extends z.ZodObject,
+  TSchema extends Record<string, unknown>,
+> {
+  name: string;
+  config: TSchemaShape;
+  database: { schema: TSchema; migrationsFolder: string };
+  create(
+    deps: ServiceDeps<z.infer<TSchemaShape> & BaseConfig, TSchema>,
+  ): ServiceParts | Promise<ServiceParts>;
+}
+
+export interface RunningService {
+  url: string;
+  port: number;
+  logger: Logger;
+  /** Resolves when the database is migrated and the service answers RPCs. */
+  ready: Promise<void>;
+  isReady(): boolean;
+  /** Drains in-flight requests, then closes the database. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a service: configuration, logs, the database, one port for RPCs and plain routes.
+ * The port opens at once so that /healthz answers; until the database is reachable and
+ * migrated, /readyz says why not and RPCs fail with unavailable, while connecting is retried.
+ */
+export async function startService<
+  TSchemaShape extends z.ZodObject,
+  TSchema extends Record<string, unknown>,
+>(
+  definition: ServiceDefinition<TSchemaShape, TSchema>,
+  env: Record<string, string | undefined> = process.env,
+): Promise<RunningService> {
+  const config = loadConfig(definition.config, env) as z.infer<TSchemaShape> & BaseConfig;
+  const logger = createLogger({
+    service: definition.name,
+    version: config.SERVICE_VERSION,
+    level: config.LOG_LEVEL,
+  });
+  const metrics = createMetrics(definition.name);
+  const database = await openDatabase({
+    url: config.DATABASE_URL,
+    dataDir: config.PGLITE_DATA_DIR,
+    ...definition.database,
+  });
+  const parts = await definition.create({ config, logger, database, metrics });
+
+  let notReady: string | undefined = "connecting to the database";
+  let stopping = false;
+  const access = new Map(parts.rpc.flatMap((binding) => [...binding.access]));
+
+  const app = new Hono();
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", async (c) => {
+    const reason = stopping ? "shutting down" : (notReady ?? (await databaseProblem(database)));
+    return reason ? c.json({ status: "not ready", reason }, 503) : c.json({ status: "ready" });
+  });
+  app.get("/metrics", async (c) =>
+    c.text(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
+  );
+  parts.routes?.(app);
+  app.notFound((c) => c.json({ code: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.onError((error, c) => {
+    if (error instanceof DomainError) {
+      return c.json({ code: error.kind, message: error.message }, httpStatusOf[error.kind]);
+    }
+    logger.error({ err: error, path: c.req.path }, "unexpected error in route");
+    return c.json({ code: "internal", message: "internal error" }, 500);
+  });
+
+  const server = createOnePortServer({
+    routes: (router) => {
+      for (const binding of parts.rpc) binding.register(router);
+    },
+    interceptors: [
+      contextInterceptor(),
+      observeInterceptor(logger, metrics),
+      readinessInterceptor(definition.name, () => (stopping ? "shutting down" : notReady)),
+      createAccessInterceptor(access, parts.verifier),
+      validationInterceptor(),
+    ],
+    fetch: app.fetch,
+    readMaxBytes: config.MAX_REQUEST_BYTES,
+  });
+  const address = await server.listen(config.PORT, config.HOST);
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${address.port}`;
+  logger.info({ url, database: database.kind }, "listening; waiting for the database");
+
+  const ready = runWithContext(newContext(), async () => {
+    for (let attempt = 1; !stopping; attempt++) {
+      try {
+        await database.migrate();
+        await parts.onDatabaseReady?.();
+        notReady = undefined;
+        logger.info({ url }, "ready");
+        return;
+      } catch (error) {
+        const delay = Math.min(250 * 2 ** attempt, 5_000);
+        notReady = `database not usable yet (attempt ${attempt}: ${(error as Error).message})`;
+        logger.warn({ err: error, attempt, retryInMs: delay }, "database not usable yet; retrying");
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  });
+
+  return {
+    url,
+    port: address.port,
+    logger,
+    ready,
+    isReady: () => notReady === undefined && !stopping,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ inFlight: server.inFlight() }, "shutting down: draining requests");
+      await server.close(config.SHUTDOWN_GRACE_MS);
+      await ready.catch(() => {});
+      await parts.onClose?.();
+      await database.close();
+      logger.info("stopped");
+      logger.flush();
+    },
+  };
+}
+
+const httpStatusOf = {
+  invalid_argument: 400,
+  not_found: 404,
+  already_exists: 409,
+  failed_precondition: 412,
+  unauthenticated: 401,
+  permission_denied: 403,
+  unavailable: 503,
+} as const;
+
+async function databaseProblem(database: Database<Record<string, unknown>>) {
+  try {
+    await database.ping();
+    return undefined;
+  } catch (error) {
+    return `database not reachable: ${(error as Error).message}`;
+  }
+}
+
+/**
+ * The entry point of a service process: starts it, and on SIGTERM or SIGINT drains and exits.
+ * A configuration error ends the process with the message naming the variable.
+ */
+export async function runMain<
+  TSchemaShape extends z.ZodObject,
+  TSchema extends Record<string, unknown>,
+>(definition: ServiceDefinition<TSchemaShape, TSchema>): Promise<void> {
+  let service: RunningService;
+  try {
+    service = await startService(definition);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${definition.name}: ${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+  const shutdown = (signal: string) => {
+    service.logger.info({ signal }, "signal received");
+    service.stop().then(
+      () => process.exit(0),
+      (error) => {
+        service.logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", shutdown);
+  process.once("SIGINT", shutdown);
+}

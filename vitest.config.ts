@@ -1,0 +1,19 @@
+import { defineConfig } from "vitest/config";
+
+// One vitest project per workspace; workspace packages resolve to their TypeScript sources.
+export default defineConfig({
+  resolve: { conditions: ["thinmesh-source"] },
+  ssr: { resolve: { conditions: ["thinmesh-source"] } },
+  test: {
+    projects: ["packages/platform", "services/auth", "services/catalog"].map((dir) => ({
+      extends: true,
+      test: {
+        name: dir.split("/")[1],
+        root: dir,
+        include: ["test/**/*.test.ts"],
+        testTimeout: 20_000,
+        hookTimeout: 60_000,
+      },
+    })),
+  },
+});
