@@ -14,6 +14,16 @@ export default defineConfig({
         testTimeout: 20_000,
         hookTimeout: 60_000,
       },
-    })),
+    })).concat({
+      extends: true,
+      test: {
+        name: "system",
+        root: "test/system",
+        include: ["**/*.test.ts"],
+        globalSetup: ["./build.ts"],
+        testTimeout: 60_000,
+        hookTimeout: 120_000,
+      },
+    }),
   },
 });

@@ -9,13 +9,12 @@
 // validate.proto itself (its predefined CEL rules) are left out, because at run time the
 // validator uses the package's own full descriptor (generated code imports it from
 // @bufbuild/protovalidate, see buf.gen.yaml).
-import { writeFileSync, mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { file_buf_validate_validate as validateFile } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { readFileSync } from "node:fs";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { FieldDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { file_buf_validate_validate as validateFile } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const target = join(root, "proto/buf/validate/validate.proto");
@@ -24,9 +23,21 @@ const { version } = JSON.parse(
 );
 
 const scalarNames = {
-  1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 6: "fixed64", 7: "fixed32",
-  8: "bool", 9: "string", 12: "bytes", 13: "uint32", 15: "sfixed32", 16: "sfixed64",
-  17: "sint32", 18: "sint64",
+  1: "double",
+  2: "float",
+  3: "int64",
+  4: "uint64",
+  5: "int32",
+  6: "fixed64",
+  7: "fixed32",
+  8: "bool",
+  9: "string",
+  12: "bytes",
+  13: "uint32",
+  15: "sfixed32",
+  16: "sfixed64",
+  17: "sint32",
+  18: "sint64",
 };
 const labelNames = { 1: "optional", 2: "required", 3: "repeated" };
 
@@ -58,7 +69,8 @@ function printMessage(message, indent = "") {
     lines.push(`${inner}oneof ${message.oneofDecl[field.oneofIndex].name} {`);
     for (const member of message.field.filter(
       (f) =>
-        isFieldSet(f, FieldDescriptorProtoSchema.field.oneofIndex) && f.oneofIndex === field.oneofIndex,
+        isFieldSet(f, FieldDescriptorProtoSchema.field.oneofIndex) &&
+        f.oneofIndex === field.oneofIndex,
     )) {
       lines.push(printField(member, `${inner}  `, false));
     }

@@ -28,7 +28,9 @@ writeFileSync(
   join(gen, "registry.js"),
   `${header}import { createRegistry } from "@bufbuild/protobuf";\n${files
     .map((f) => `import { ${nameOf(f)} } from "./${f}";`)
-    .join("\n")}\n\n/** Every message, enum and service of the shop's contracts. */\nexport const contractsRegistry = createRegistry(\n${files
+    .join(
+      "\n",
+    )}\n\n/** Every message, enum and service of the shop's contracts. */\nexport const contractsRegistry = createRegistry(\n${files
     .map((f) => `  ${nameOf(f)},`)
     .join("\n")}\n);\n`,
 );

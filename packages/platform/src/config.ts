@@ -21,7 +21,8 @@ export function loadConfig<S extends z.ZodObject>(
   const problems = result.error.issues.map((issue) => {
     const variable = issue.path.join(".") || "(environment)";
     const value = env[variable];
-    const got = value === undefined ? "it is not set" : `got ${JSON.stringify(redactValue(variable, value))}`;
+    const got =
+      value === undefined ? "it is not set" : `got ${JSON.stringify(redactValue(variable, value))}`;
     return `${variable}: ${issue.message} (${got})`;
   });
   throw new ConfigError(problems);
@@ -50,7 +51,11 @@ export const baseConfigSchema = z.object({
   /** How long SIGTERM waits for in-flight requests before closing connections. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
   /** Largest request body accepted, in bytes; larger ones get resource_exhausted. */
-  MAX_REQUEST_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+  MAX_REQUEST_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024),
 });
 
 /** Variables of services that verify access tokens issued by the auth service. */

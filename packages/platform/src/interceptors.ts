@@ -1,11 +1,11 @@
 import { ValidationError } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
+import { procedurePath } from "./access.js";
 import { contextFromHeaders, runWithContext } from "./context.js";
 import { DomainError, type ErrorKind } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
-import { procedurePath } from "./access.js";
 
 /** Puts the request's trace context in scope for logging and outgoing calls. */
 export function contextInterceptor(): Interceptor {
@@ -44,7 +44,12 @@ export function observeInterceptor(logger: Logger, metrics: Metrics): Intercepto
       const seconds = (performance.now() - started) / 1000;
       metrics.rpcHandled.inc({ method, code });
       metrics.rpcDuration.observe({ method }, seconds);
-      const line = { rpc: method, protocol: req.header.get("content-type"), code, ms: seconds * 1000 };
+      const line = {
+        rpc: method,
+        protocol: req.header.get("content-type"),
+        code,
+        ms: seconds * 1000,
+      };
       if (code === "ok") logger.debug(line, "rpc");
       else logger.info(line, "rpc failed");
     }
@@ -55,15 +60,24 @@ function toConnectError(error: unknown, logger: Logger, method: string): Connect
   if (error instanceof DomainError) return new ConnectError(error.message, codeOf[error.kind]);
   if (error instanceof ConnectError) return error;
   logger.error({ err: error, rpc: method }, "unexpected error in handler");
-  return new ConnectError("internal error; the service logged the cause with this request's id", Code.Internal);
+  return new ConnectError(
+    "internal error; the service logged the cause with this request's id",
+    Code.Internal,
+  );
 }
 
 /** Refuses RPCs until the service is ready (database reachable, migrations applied). */
-export function readinessInterceptor(service: string, notReadyReason: () => string | undefined): Interceptor {
+export function readinessInterceptor(
+  service: string,
+  notReadyReason: () => string | undefined,
+): Interceptor {
   return (next) => (req) => {
     const reason = notReadyReason();
     if (reason) {
-      throw new ConnectError(`${service} is not ready: ${reason}; try again shortly`, Code.Unavailable);
+      throw new ConnectError(
+        `${service} is not ready: ${reason}; try again shortly`,
+        Code.Unavailable,
+      );
     }
     return next(req);
   };
@@ -84,7 +98,13 @@ export function validationInterceptor(): Interceptor {
       } catch (error) {
         if (error instanceof ConnectError && error.cause instanceof ValidationError) {
           const violations = error.cause.violations.map((v) => v.toString()).join("; ");
-          throw new ConnectError(`invalid request: ${violations}`, Code.InvalidArgument, undefined, error.details, error.cause);
+          throw new ConnectError(
+            `invalid request: ${violations}`,
+            Code.InvalidArgument,
+            undefined,
+            error.details as ConstructorParameters<typeof ConnectError>[3],
+            error.cause,
+          );
         }
         throw error;
       }

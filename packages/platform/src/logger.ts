@@ -17,7 +17,7 @@ export const redactedPaths = [
   "*.authorization",
   "*.headers.authorization",
   "*.headers.cookie",
-  "*.headers[\"set-cookie\"]",
+  '*.headers["set-cookie"]',
   "cookie",
   "*.cookie",
   "privateKey",

@@ -119,7 +119,9 @@ export async function startService<
     c.text(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
   );
   parts.routes?.(app);
-  app.notFound((c) => c.json({ code: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.notFound((c) =>
+    c.json({ code: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404),
+  );
   app.onError((error, c) => {
     if (error instanceof DomainError) {
       return c.json({ code: error.kind, message: error.message }, httpStatusOf[error.kind]);

@@ -66,7 +66,9 @@ function rejection(error: unknown): DomainError {
   // A network failure reaching the JWKS is not the caller's fault.
   if (error instanceof errors.JWKSTimeout || !(error instanceof errors.JOSEError)) {
     const detail = error instanceof Error ? error.message : String(error);
-    return unavailable(`cannot fetch the auth service's signing keys to check the token: ${detail}`);
+    return unavailable(
+      `cannot fetch the auth service's signing keys to check the token: ${detail}`,
+    );
   }
   if (error instanceof errors.JWTExpired) {
     return unauthenticated("access token rejected: it has expired; refresh it or sign in again");
@@ -75,7 +77,9 @@ function rejection(error: unknown): DomainError {
     return unauthenticated(`access token rejected: claim "${error.claim}" ${error.reason}`);
   }
   if (error instanceof errors.JWKSNoMatchingKey) {
-    return unauthenticated("access token rejected: signed with a key the auth service does not publish");
+    return unauthenticated(
+      "access token rejected: signed with a key the auth service does not publish",
+    );
   }
   if (error instanceof errors.JOSEAlgNotAllowed) {
     return unauthenticated("access token rejected: only ES256 signatures are accepted");
@@ -110,7 +114,8 @@ export function requireToken(
   return async (c, next) => {
     try {
       const token = bearerToken(c.req.header("authorization"));
-      if (!token) throw unauthenticated("this route needs an access token (Authorization: Bearer ...)");
+      if (!token)
+        throw unauthenticated("this route needs an access token (Authorization: Bearer ...)");
       c.set("caller", await verifier.verify(token));
     } catch (error) {
       if (error instanceof DomainError && error.kind === "unauthenticated") {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { Code, createClient, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -15,7 +15,7 @@ import {
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningService, startService } from "../src/index.js";
-import { createTestDatabase, type TestDatabase, testEnv } from "../src/testing/index.js";
+import { createTestDatabase, rpcError, type TestDatabase, testEnv } from "../src/testing/index.js";
 import { observed, sinkService } from "./fixtures/sink-service.js";
 
 function event(type = "test.ping"): DeliverRequest {
@@ -45,10 +45,16 @@ afterAll(async () => {
 
 describe("one port", () => {
   const transports: [string, () => Transport][] = [
-    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" })],
+    [
+      "Connect over HTTP/1.1",
+      () => createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    ],
     ["Connect over h2c", () => createConnectTransport({ baseUrl: service.url, httpVersion: "2" })],
     ["gRPC over h2c", () => createGrpcTransport({ baseUrl: service.url })],
-    ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: service.url, httpVersion: "1.1" })],
+    [
+      "gRPC-Web over HTTP/1.1",
+      () => createGrpcWebTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    ],
   ];
   it.each(transports)("serves %s", async (_name, transport) => {
     const client = createClient(EventSinkService, transport());
@@ -76,7 +82,11 @@ describe("one port", () => {
           source: "curl",
           type: "test.curl",
           time: new Date().toISOString(),
-          data: { "@type": "type.googleapis.com/shop.common.v1.Money", currencyCode: "EUR", amountMinor: "5" },
+          data: {
+            "@type": "type.googleapis.com/shop.common.v1.Money",
+            currencyCode: "EUR",
+            amountMinor: "5",
+          },
         },
       }),
     });
@@ -102,21 +112,24 @@ describe("bad input", () => {
   it("rejects wrong types with invalid_argument naming the field", async () => {
     const response = await post(JSON.stringify({ event: { id: 42 } }));
     expect(response.status).toBe(400);
-    const body = await response.json();
+    const body = (await response.json()) as { code: string; message: string };
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/id/);
   });
 
   it("rejects rule violations with the field paths, and writes nothing", async () => {
-    const client = createClient(EventSinkService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    );
     const bad = event();
     bad.event!.id = "not-a-uuid";
     bad.event!.source = "";
-    const error = await client.deliver(bad).catch((e) => ConnectError.from(e));
+    const error = await rpcError(client.deliver(bad));
     expect(error.code).toBe(Code.InvalidArgument);
     expect(error.message).toMatch(/event\.id: value must be a valid UUID|event\.id/);
     expect(error.message).toMatch(/event\.source/);
-    const missing = await client.deliver(create(DeliverRequestSchema, {})).catch((e) => ConnectError.from(e));
+    const missing = await rpcError(client.deliver(create(DeliverRequestSchema, {})));
     expect(missing.code).toBe(Code.InvalidArgument);
     expect(missing.message).toMatch(/event: value is required/);
   });
@@ -124,14 +137,20 @@ describe("bad input", () => {
   it("rejects oversized bodies with resource_exhausted", async () => {
     const big = event();
     big.event!.subject = "x".repeat(8000);
-    const client = createClient(EventSinkService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
-    const error = await client.deliver(big).catch((e) => ConnectError.from(e));
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    );
+    const error = await rpcError(client.deliver(big));
     expect(error.code).toBe(Code.ResourceExhausted);
   });
 
   it("hides unexpected errors behind internal", async () => {
-    const client = createClient(EventSinkService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
-    const error = await client.deliver(event("test.crash")).catch((e) => ConnectError.from(e));
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    );
+    const error = await rpcError(client.deliver(event("test.crash")));
     expect(error.code).toBe(Code.Internal);
     expect(error.message).not.toContain("secret");
   });
@@ -142,11 +161,19 @@ describe("trace context", () => {
     const front = await startService(sinkService, testEnv(database, { PEER_URL: service.url }));
     try {
       await front.ready;
-      const client = createClient(EventSinkService, createConnectTransport({ baseUrl: front.url, httpVersion: "1.1" }));
+      const client = createClient(
+        EventSinkService,
+        createConnectTransport({ baseUrl: front.url, httpVersion: "1.1" }),
+      );
       const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
       observed.headers.length = 0;
       await client.deliver(event("test.forward"), {
-        headers: { traceparent, "x-request-id": "req-123", "x-b3-traceid": "0af7651916cd43dd8448eb211c80319c", "x-b3-sampled": "1" },
+        headers: {
+          traceparent,
+          "x-request-id": "req-123",
+          "x-b3-traceid": "0af7651916cd43dd8448eb211c80319c",
+          "x-b3-sampled": "1",
+        },
       });
       expect(observed.headers).toHaveLength(2);
       for (const seen of observed.headers) {
@@ -159,7 +186,10 @@ describe("trace context", () => {
 
   it("starts a trace when the caller sent none", async () => {
     observed.headers.length = 0;
-    const client = createClient(EventSinkService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+    );
     await client.deliver(event());
     expect(observed.headers[0]?.traceparent).toMatch(/^00-[\da-f]{32}-[\da-f]{16}-01$/);
     expect(observed.headers[0]?.["x-request-id"]).toBeTruthy();
@@ -172,7 +202,10 @@ describe("shutdown", () => {
     const doomed = await startService(sinkService, testEnv(db));
     try {
       await doomed.ready;
-      const client = createClient(EventSinkService, createConnectTransport({ baseUrl: doomed.url, httpVersion: "1.1" }));
+      const client = createClient(
+        EventSinkService,
+        createConnectTransport({ baseUrl: doomed.url, httpVersion: "1.1" }),
+      );
       const slow = client.deliver(event("test.slow"));
       await new Promise((r) => setTimeout(r, 100));
       const stopped = doomed.stop();

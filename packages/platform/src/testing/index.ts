@@ -1,5 +1,8 @@
 import { randomBytes } from "node:crypto";
+import { ConnectError } from "@connectrpc/connect";
 import postgres from "postgres";
+
+export * from "./issuer.js";
 
 /**
  * Where tests get their databases. With DATABASE_URL set, or a Postgres answering on
@@ -28,7 +31,9 @@ export function testPostgresUrl(): Promise<string | undefined> {
       return url;
     } catch (error) {
       if (process.env.DATABASE_URL || process.env.THINMESH_TEST_DB === "postgres") {
-        throw new Error(`cannot reach the test Postgres at DATABASE_URL: ${(error as Error).message}`);
+        throw new Error(
+          `cannot reach the test Postgres at DATABASE_URL: ${(error as Error).message}`,
+        );
       }
       return undefined;
     } finally {
@@ -68,4 +73,15 @@ export function testEnv(database: TestDatabase, extra: Record<string, string> = 
     ...(database.url ? { DATABASE_URL: database.url } : {}),
     ...extra,
   };
+}
+export * from "./issuer.js";
+
+/** The ConnectError a call fails with; fails the test if the call succeeds. */
+export async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail, but it succeeded");
 }

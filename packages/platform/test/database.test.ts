@@ -1,0 +1,116 @@
+import type { AddressInfo } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
+import { fileURLToPath } from "node:url";
+import { sql } from "drizzle-orm";
+import { afterAll, describe, expect, it } from "vitest";
+import { isUniqueViolation, openDatabase, startService } from "../src/index.js";
+import { createTestDatabase, testEnv, testPostgresUrl } from "../src/testing/index.js";
+import { deliveries, sinkService } from "./fixtures/sink-service.js";
+
+const migrationsFolder = fileURLToPath(new URL("./fixtures/migrations", import.meta.url));
+const realPostgres = await testPostgresUrl();
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+describe("database", () => {
+  it("recognises unique violations through drizzle's error wrapper", async () => {
+    const testDb = await createTestDatabase("platform_unique");
+    cleanups.push(testDb.drop);
+    const database = await openDatabase({
+      url: testDb.url,
+      schema: { deliveries },
+      migrationsFolder,
+    });
+    cleanups.push(database.close);
+    await database.migrate();
+    await database.db.insert(deliveries).values({ eventId: "e1", type: "t" });
+    const error = await database.db
+      .insert(deliveries)
+      .values({ eventId: "e1", type: "t" })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(isUniqueViolation(error)).toBe(true);
+    expect(isUniqueViolation(error, "deliveries_pkey")).toBe(true);
+    expect(isUniqueViolation(error, "other_constraint")).toBe(false);
+    expect(isUniqueViolation(new Error("boom"))).toBe(false);
+  });
+
+  it.skipIf(!realPostgres)("lets several replicas migrate an empty database at once", async () => {
+    const testDb = await createTestDatabase("platform_migrate");
+    cleanups.push(testDb.drop);
+    const replicas = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        openDatabase({ url: testDb.url, schema: { deliveries }, migrationsFolder }),
+      ),
+    );
+    for (const replica of replicas) cleanups.push(replica.close);
+    await Promise.all(replicas.map((replica) => replica.migrate()));
+    const applied = await replicas[0]!.db.execute(
+      sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+    );
+    expect((applied as unknown as { n: number }[])[0]?.n).toBe(1);
+  });
+});
+
+/** A TCP proxy to the real Postgres that can be switched on later, to play "database down". */
+async function switchableProxy(target: URL) {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve())); // down: nothing listens
+  const sockets = new Set<Socket>();
+  const up = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  return {
+    port,
+    start: () => new Promise<void>((resolve) => up.listen(port, "127.0.0.1", resolve)),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        if (up.listening) up.close(() => resolve());
+        else resolve();
+      }),
+  };
+}
+
+describe.skipIf(!realPostgres)("startup while the database is down", () => {
+  it("reports not ready, refuses RPCs with unavailable, and becomes ready when it comes up", async () => {
+    const testDb = await createTestDatabase("platform_down");
+    cleanups.push(testDb.drop);
+    const url = new URL(testDb.url!);
+    const proxy = await switchableProxy(url);
+    cleanups.push(proxy.stop);
+    const proxied = new URL(url);
+    proxied.port = String(proxy.port);
+    const service = await startService(
+      sinkService,
+      testEnv(testDb, { DATABASE_URL: proxied.toString() }),
+    );
+    cleanups.push(service.stop);
+
+    const readyz = await fetch(`${service.url}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(((await readyz.json()) as { reason: string }).reason).toMatch(/database/);
+    expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
+    const rpc = await fetch(`${service.url}/shop.events.v1.EventSinkService/Deliver`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(rpc.status).toBe(503);
+    expect(((await rpc.json()) as { code: string }).code).toBe("unavailable");
+
+    await proxy.start();
+    await service.ready;
+    expect((await fetch(`${service.url}/readyz`)).status).toBe(200);
+  });
+});

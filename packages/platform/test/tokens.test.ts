@@ -1,0 +1,182 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { MoneySchema } from "@thinmesh/contracts/shop/common/v1/money_pb.js";
+import {
+  DeliverRequestSchema,
+  EventSinkService,
+} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { Hono } from "hono";
+import { generateKeyPair, SignJWT } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  createTokenVerifier,
+  type RunningService,
+  requireToken,
+  startService,
+} from "../src/index.js";
+import {
+  createTestDatabase,
+  createTestIssuer,
+  rpcError,
+  type TestDatabase,
+  type TestIssuer,
+  testEnv,
+} from "../src/testing/index.js";
+import { observed, sinkService } from "./fixtures/sink-service.js";
+
+let database: TestDatabase;
+let issuer: TestIssuer;
+let service: RunningService;
+
+beforeAll(async () => {
+  issuer = await createTestIssuer("test-issuer", "test-audience");
+  database = await createTestDatabase("platform_tokens");
+  service = await startService(
+    sinkService,
+    testEnv(database, { JWKS_URL: issuer.jwksUrl, REQUIRE_ROLE: "admin" }),
+  );
+  await service.ready;
+});
+afterAll(async () => {
+  await service?.stop();
+  await database?.drop();
+  await issuer?.close();
+});
+
+const deliver = (authorization?: string) => {
+  const client = createClient(
+    EventSinkService,
+    createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
+  );
+  const request = create(DeliverRequestSchema, {
+    event: {
+      id: randomUUID(),
+      source: "test",
+      type: "test.auth",
+      time: timestampNow(),
+      data: anyPack(MoneySchema, create(MoneySchema, { currencyCode: "EUR", amountMinor: 1n })),
+    },
+  });
+  return client.deliver(request, authorization ? { headers: { authorization } } : {});
+};
+
+describe("access rules on RPCs", () => {
+  it("accepts a valid token with the required role and hands the claims to the handler", async () => {
+    const subject = randomUUID();
+    observed.callers.length = 0;
+    await deliver(`Bearer ${await issuer.token({ subject, roles: ["admin"] })}`);
+    expect(observed.callers).toEqual([subject]);
+  });
+
+  it("refuses a call without a token as unauthenticated", async () => {
+    const error = await rpcError(deliver());
+    expect(error.code).toBe(Code.Unauthenticated);
+    expect(error.message).toMatch(/needs an access token/);
+  });
+
+  it("refuses a malformed Authorization header", async () => {
+    const error = await rpcError(deliver("Basic dXNlcjpwYXNz"));
+    expect(error.code).toBe(Code.Unauthenticated);
+  });
+
+  it("refuses a valid token without the role as permission_denied", async () => {
+    const error = await rpcError(deliver(`Bearer ${await issuer.token({ roles: ["customer"] })}`));
+    expect(error.code).toBe(Code.PermissionDenied);
+    expect(error.message).toMatch(/"admin" role/);
+  });
+
+  it.each([
+    "expired",
+    "notYetValid",
+    "wrongAudience",
+    "wrongIssuer",
+    "algNone",
+    "hs256WithPublicKeyPem",
+    "hs256WithPublicJwk",
+    "tamperedPayload",
+    "unknownKid",
+    "wrongKeySameKid",
+    "garbage",
+  ])("refuses a %s token as unauthenticated", async (kind) => {
+    const forged = await issuer.forgedTokens({ roles: ["admin"] });
+    const error = await rpcError(deliver(`Bearer ${forged[kind]}`));
+    expect(error.code).toBe(Code.Unauthenticated);
+    expect(error.message).toMatch(/access token rejected/);
+  });
+});
+
+describe("token verifier", () => {
+  it("requires exp even when the signature and kid are good", async () => {
+    const verifier = createTokenVerifier({
+      keys: async () => (await generateKeyPair("ES256")).publicKey,
+      issuer: "test-issuer",
+      audience: "test-audience",
+    });
+    const { privateKey, publicKey } = await generateKeyPair("ES256");
+    const withoutExp = await new SignJWT({ roles: [] })
+      .setProtectedHeader({ alg: "ES256" })
+      .setSubject("x")
+      .setIssuer("test-issuer")
+      .setAudience("test-audience")
+      .setIssuedAt()
+      .sign(privateKey);
+    const sameKey = createTokenVerifier({
+      keys: async () => publicKey,
+      issuer: "test-issuer",
+      audience: "test-audience",
+    });
+    await expect(sameKey.verify(withoutExp)).rejects.toMatchObject({
+      kind: "unauthenticated",
+      message: /"exp"/,
+    });
+    await expect(verifier.verify(withoutExp)).rejects.toMatchObject({ kind: "unauthenticated" });
+  });
+
+  it("says the auth service is unavailable when its keys cannot be fetched", async () => {
+    const verifier = createTokenVerifier({
+      keys: new URL("http://127.0.0.1:9/.well-known/jwks.json"),
+      issuer: "test-issuer",
+      audience: "test-audience",
+    });
+    await expect(verifier.verify(await issuer.token())).rejects.toMatchObject({
+      kind: "unavailable",
+    });
+  });
+});
+
+describe("plain routes", () => {
+  const verifier = () =>
+    createTokenVerifier({
+      keys: new URL(issuer.jwksUrl),
+      issuer: "test-issuer",
+      audience: "test-audience",
+    });
+  const app = () => {
+    const hono = new Hono<{ Variables: { caller: { subject: string } } }>();
+    hono.use("/me", requireToken(verifier()));
+    hono.get("/me", (c) => c.json({ subject: c.get("caller").subject }));
+    return hono;
+  };
+
+  it("answers 401 with WWW-Authenticate without a valid token", async () => {
+    const none = await app().request("/me");
+    expect(none.status).toBe(401);
+    expect(none.headers.get("www-authenticate")).toMatch(/Bearer/);
+    const forged = await issuer.forgedTokens();
+    const bad = await app().request("/me", {
+      headers: { authorization: `Bearer ${forged.algNone}` },
+    });
+    expect(bad.status).toBe(401);
+  });
+
+  it("passes the caller's claims to the route", async () => {
+    const ok = await app().request("/me", {
+      headers: { authorization: `Bearer ${await issuer.token({ subject: "u-1" })}` },
+    });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ subject: "u-1" });
+  });
+});

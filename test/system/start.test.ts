@@ -1,0 +1,130 @@
+// What the README promises a newcomer: `npm start`, then curl. Runs scripts/start.js over the
+// built services and talks to them with plain HTTP (Connect JSON), as curl would.
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRemoteJWKSet, jwtVerify } from "jose";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testPostgresUrl } from "@thinmesh/platform/testing";
+import { freePort, type Spawned, spawnNode } from "./processes.js";
+
+const serverUrl = await testPostgresUrl();
+const prefix = `thinmesh_start_${randomBytes(3).toString("hex")}`;
+const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-start-"));
+let started: Spawned;
+let auth: string;
+let catalog: string;
+
+beforeAll(async () => {
+  const basePort = await freePort();
+  auth = `http://127.0.0.1:${basePort}`;
+  catalog = `http://127.0.0.1:${basePort + 1}`;
+  started = spawnNode(["scripts/start.js", "--json"], {
+    THINMESH_BASE_PORT: String(basePort),
+    THINMESH_DATA_DIR: dataDir,
+    THINMESH_DB_PREFIX: prefix,
+    LOG_LEVEL: "warn",
+    ...(serverUrl ? { DATABASE_URL: serverUrl } : {}),
+  });
+  await started.waitFor(/thinmesh is ready/, 60_000);
+}, 90_000);
+
+afterAll(async () => {
+  if (started && started.child.exitCode === null) {
+    started.child.kill("SIGINT");
+    await started.exited;
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+  if (serverUrl) {
+    const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+    for (const service of ["auth", "catalog"]) {
+      await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
+    }
+    await sql.end();
+  }
+});
+
+const rpc = async (base: string, path: string, body: unknown, token?: string) => {
+  const response = await fetch(`${base}/${path}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, any> };
+};
+
+describe("npm start", () => {
+  it("prints how to call the services", () => {
+    expect(started.output()).toContain(`curl -s ${auth}/shop.auth.v1.AuthService/Register`);
+  });
+
+  it("lets a newcomer register, log in and list products, and the JWKS verifies the token", async () => {
+    const email = `ada+${randomBytes(4).toString("hex")}@example.com`;
+    const credentials = { email, password: "correct horse battery" };
+    const registered = await rpc(auth, "shop.auth.v1.AuthService/Register", credentials);
+    expect(registered.status).toBe(200);
+    expect(registered.body.user.email).toBe(email);
+
+    const login = await rpc(auth, "shop.auth.v1.AuthService/Login", credentials);
+    expect(login.status).toBe(200);
+    const accessToken: string = login.body.tokens.accessToken;
+
+    const products = await rpc(catalog, "shop.catalog.v1.CatalogService/ListProducts", {});
+    expect(products.status).toBe(200);
+    expect(products.body.products.length).toBeGreaterThan(0);
+
+    const jwks = createRemoteJWKSet(new URL(`${auth}/.well-known/jwks.json`));
+    const { payload } = await jwtVerify(accessToken, jwks, {
+      algorithms: ["ES256"],
+      issuer: "https://auth.thinmesh.local",
+      audience: "thinmesh",
+    });
+    expect(payload.sub).toBe(registered.body.user.id);
+    expect(payload.roles).toEqual(["customer"]);
+  });
+
+  it("provisions the dev admin, whose token may create products", async () => {
+    const login = await rpc(auth, "shop.auth.v1.AuthService/Login", {
+      email: "admin@thinmesh.local",
+      password: "dev-only-admin-password",
+    });
+    expect(login.status).toBe(200);
+    const sku = `SYS-${randomBytes(3).toString("hex").toUpperCase()}`;
+    const created = await rpc(
+      catalog,
+      "shop.catalog.v1.CatalogService/CreateProduct",
+      { sku, name: "System test mug", price: { currencyCode: "EUR", amountMinor: "1299" }, initialStock: 3 },
+      login.body.tokens.accessToken,
+    );
+    expect(created.status).toBe(200);
+    expect(created.body.product.sku).toBe(sku);
+  });
+
+  it("restarts a crashed service, like a pod", async () => {
+    const before = await (await fetch(`${catalog}/readyz`)).json();
+    expect(before).toEqual({ status: "ready" });
+    const starts = [...started.output().matchAll(/"service":"catalog","msg":"process started","pid":(\d+)/g)];
+    const pid = Number(starts.at(-1)?.[1]);
+    expect(pid).toBeGreaterThan(0);
+    process.kill(pid, "SIGKILL");
+    await started.waitFor(/"service":"catalog","msg":"process exited; restarting"/, 10_000);
+    const deadline = Date.now() + 30_000;
+    let ready = false;
+    while (!ready && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      ready = await fetch(`${catalog}/readyz`).then((r) => r.ok, () => false);
+    }
+    expect(ready).toBe(true);
+  });
+
+  it("stops everything on Ctrl-C", async () => {
+    started.child.kill("SIGINT");
+    expect(await started.exited).toBe(0);
+    await expect(fetch(`${auth}/healthz`)).rejects.toThrow();
+  });
+});
