@@ -5,25 +5,28 @@ export default defineConfig({
   resolve: { conditions: ["thinmesh-source"] },
   ssr: { resolve: { conditions: ["thinmesh-source"] } },
   test: {
-    projects: ["packages/platform", "services/auth", "services/catalog"].map((dir) => ({
-      extends: true,
-      test: {
-        name: dir.split("/")[1],
-        root: dir,
-        include: ["test/**/*.test.ts"],
-        testTimeout: 20_000,
-        hookTimeout: 60_000,
+    projects: [
+      ...["packages/platform", "services/auth", "services/catalog"].map((dir) => ({
+        extends: true as const,
+        test: {
+          name: dir.split("/")[1],
+          root: dir,
+          include: ["test/**/*.test.ts"],
+          testTimeout: 20_000,
+          hookTimeout: 60_000,
+        },
+      })),
+      {
+        extends: true as const,
+        test: {
+          name: "system",
+          root: "test/system",
+          include: ["**/*.test.ts"],
+          globalSetup: ["./build.ts"],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
       },
-    })).concat({
-      extends: true,
-      test: {
-        name: "system",
-        root: "test/system",
-        include: ["**/*.test.ts"],
-        globalSetup: ["./build.ts"],
-        testTimeout: 60_000,
-        hookTimeout: 120_000,
-      },
-    }),
+    ],
   },
 });

@@ -43,7 +43,10 @@ async function measure(service, databaseUrl) {
   let readyMs;
   while (readyMs === undefined) {
     if (child.exitCode !== null) throw new Error(`${service} exited with ${child.exitCode}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) readyMs = performance.now() - started;
     else await sleep(5);
   }

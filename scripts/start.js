@@ -80,7 +80,16 @@ function run(service, env, restarts = 0) {
   });
   children.set(service.name, child);
   const event = (msg, fields) =>
-    print(service.name, JSON.stringify({ level: "info", time: new Date().toISOString(), service: service.name, msg, ...fields }));
+    print(
+      service.name,
+      JSON.stringify({
+        level: "info",
+        time: new Date().toISOString(),
+        service: service.name,
+        msg,
+        ...fields,
+      }),
+    );
   event("process started", { pid: child.pid });
   createInterface({ input: child.stdout }).on("line", (line) => print(service.name, line));
   createInterface({ input: child.stderr }).on("line", (line) => print(service.name, line));

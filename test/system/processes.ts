@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -51,7 +51,9 @@ export function spawnNode(args: string[], env: Record<string, string>): Spawned 
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`timed out waiting for ${pattern}; output so far:\n${output.slice(-3000)}`));
+          reject(
+            new Error(`timed out waiting for ${pattern}; output so far:\n${output.slice(-3000)}`),
+          );
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);

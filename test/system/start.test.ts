@@ -4,10 +4,10 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { freePort, type Spawned, spawnNode } from "./processes.js";
 
 const serverUrl = await testPostgresUrl();
@@ -55,6 +55,7 @@ const rpc = async (base: string, path: string, body: unknown, token?: string) =>
     },
     body: JSON.stringify(body),
   });
+  // biome-ignore lint/suspicious/noExplicitAny: ad-hoc JSON, read the way a curl user would
   return { status: response.status, body: (await response.json()) as Record<string, any> };
 };
 
@@ -98,7 +99,12 @@ describe("npm start", () => {
     const created = await rpc(
       catalog,
       "shop.catalog.v1.CatalogService/CreateProduct",
-      { sku, name: "System test mug", price: { currencyCode: "EUR", amountMinor: "1299" }, initialStock: 3 },
+      {
+        sku,
+        name: "System test mug",
+        price: { currencyCode: "EUR", amountMinor: "1299" },
+        initialStock: 3,
+      },
       login.body.tokens.accessToken,
     );
     expect(created.status).toBe(200);
@@ -108,7 +114,9 @@ describe("npm start", () => {
   it("restarts a crashed service, like a pod", async () => {
     const before = await (await fetch(`${catalog}/readyz`)).json();
     expect(before).toEqual({ status: "ready" });
-    const starts = [...started.output().matchAll(/"service":"catalog","msg":"process started","pid":(\d+)/g)];
+    const starts = [
+      ...started.output().matchAll(/"service":"catalog","msg":"process started","pid":(\d+)/g),
+    ];
     const pid = Number(starts.at(-1)?.[1]);
     expect(pid).toBeGreaterThan(0);
     process.kill(pid, "SIGKILL");
@@ -117,7 +125,10 @@ describe("npm start", () => {
     let ready = false;
     while (!ready && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 250));
-      ready = await fetch(`${catalog}/readyz`).then((r) => r.ok, () => false);
+      ready = await fetch(`${catalog}/readyz`).then(
+        (r) => r.ok,
+        () => false,
+      );
     }
     expect(ready).toBe(true);
   });

@@ -4,6 +4,9 @@ import { file_shop_auth_v1_auth } from "./shop/auth/v1/auth_pb.js";
 import { file_shop_catalog_v1_catalog } from "./shop/catalog/v1/catalog_pb.js";
 import { file_shop_common_v1_money } from "./shop/common/v1/money_pb.js";
 import { file_shop_events_v1_events } from "./shop/events/v1/events_pb.js";
+import { file_shop_events_v1_saga } from "./shop/events/v1/saga_pb.js";
+import { file_shop_order_v1_order } from "./shop/order/v1/order_pb.js";
+import { file_shop_payment_v1_payment } from "./shop/payment/v1/payment_pb.js";
 
 /** Every message, enum and service of the shop's contracts. */
 export const contractsRegistry = createRegistry(
@@ -11,4 +14,7 @@ export const contractsRegistry = createRegistry(
   file_shop_catalog_v1_catalog,
   file_shop_common_v1_money,
   file_shop_events_v1_events,
+  file_shop_events_v1_saga,
+  file_shop_order_v1_order,
+  file_shop_payment_v1_payment,
 );

@@ -58,11 +58,15 @@ export const baseConfigSchema = z.object({
     .default(64 * 1024),
 });
 
-/** Variables of services that verify access tokens issued by the auth service. */
-export const tokenConfigSchema = z.object({
-  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }),
+/** The iss and aud of access tokens: issued with them by auth, demanded by every verifier. */
+export const tokenIssuerConfigSchema = z.object({
   AUTH_ISSUER: z.string().min(1).default("https://auth.thinmesh.local"),
   AUTH_AUDIENCE: z.string().min(1).default("thinmesh"),
+});
+
+/** Variables of services that verify access tokens issued by the auth service. */
+export const tokenConfigSchema = tokenIssuerConfigSchema.extend({
+  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }),
 });
 
 /** A boolean environment variable: "true"/"false", "1"/"0", "yes"/"no", "on"/"off". */

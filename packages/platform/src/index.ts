@@ -4,6 +4,7 @@ export * from "./config.js";
 export * from "./context.js";
 export * from "./database.js";
 export * from "./errors.js";
+export * from "./events/index.js";
 export * from "./interceptors.js";
 export * from "./logger.js";
 export * from "./metrics.js";

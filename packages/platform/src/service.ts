@@ -68,11 +68,15 @@ export interface ServiceDefinition<
   ): ServiceParts | Promise<ServiceParts>;
 }
 
-export interface RunningService {
+export interface RunningService<TSchema extends Record<string, unknown> = Record<string, unknown>> {
   url: string;
   port: number;
   logger: Logger;
-  /** Resolves when the database is migrated and the service answers RPCs. */
+  database: Database<TSchema>;
+  /**
+   * Resolves when the database is migrated and the service answers RPCs. Rejects if startup
+   * hit a problem that waiting cannot fix (a ConfigError from onDatabaseReady).
+   */
   ready: Promise<void>;
   isReady(): boolean;
   /** Drains in-flight requests, then closes the database. */
@@ -90,7 +94,7 @@ export async function startService<
 >(
   definition: ServiceDefinition<TSchemaShape, TSchema>,
   env: Record<string, string | undefined> = process.env,
-): Promise<RunningService> {
+): Promise<RunningService<TSchema>> {
   const config = loadConfig(definition.config, env) as z.infer<TSchemaShape> & BaseConfig;
   const logger = createLogger({
     service: definition.name,
@@ -103,7 +107,13 @@ export async function startService<
     dataDir: config.PGLITE_DATA_DIR,
     ...definition.database,
   });
-  const parts = await definition.create({ config, logger, database, metrics });
+  let parts: ServiceParts;
+  try {
+    parts = await definition.create({ config, logger, database, metrics });
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
 
   let notReady: string | undefined = "connecting to the database";
   let stopping = false;
@@ -158,6 +168,10 @@ export async function startService<
         logger.info({ url }, "ready");
         return;
       } catch (error) {
+        if (error instanceof ConfigError) {
+          notReady = error.message;
+          throw error;
+        }
         const delay = Math.min(250 * 2 ** attempt, 5_000);
         notReady = `database not usable yet (attempt ${attempt}: ${(error as Error).message})`;
         logger.warn({ err: error, attempt, retryInMs: delay }, "database not usable yet; retrying");
@@ -170,6 +184,7 @@ export async function startService<
     url,
     port: address.port,
     logger,
+    database,
     ready,
     isReady: () => notReady === undefined && !stopping,
     async stop() {
@@ -213,16 +228,21 @@ export async function runMain<
   TSchemaShape extends z.ZodObject,
   TSchema extends Record<string, unknown>,
 >(definition: ServiceDefinition<TSchemaShape, TSchema>): Promise<void> {
-  let service: RunningService;
+  const exitOnConfigError = (error: unknown) => {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${definition.name}: ${error.message}\n`);
+    process.exit(78); // EX_CONFIG
+  };
+  let service: RunningService<TSchema>;
   try {
     service = await startService(definition);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${definition.name}: ${error.message}\n`);
-      process.exit(78); // EX_CONFIG
-    }
-    throw error;
+    return exitOnConfigError(error);
   }
+  service.ready.catch(async (error) => {
+    await service.stop().catch(() => {});
+    exitOnConfigError(error);
+  });
   const shutdown = (signal: string) => {
     service.logger.info({ signal }, "signal received");
     service.stop().then(

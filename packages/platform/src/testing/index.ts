@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { ConnectError } from "@connectrpc/connect";
 import postgres from "postgres";
+import { type Database, type DatabaseOptions, openDatabase } from "../database.js";
 
 export * from "./issuer.js";
 
@@ -74,7 +75,6 @@ export function testEnv(database: TestDatabase, extra: Record<string, string> = 
     ...extra,
   };
 }
-export * from "./issuer.js";
 
 /** The ConnectError a call fails with; fails the test if the call succeeds. */
 export async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
@@ -84,4 +84,25 @@ export async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
     return ConnectError.from(error);
   }
   throw new Error("expected the call to fail, but it succeeded");
+}
+
+/**
+ * A fresh database with a service's migrations applied, for testing its store and domain
+ * without the service around them. close() closes and drops it.
+ */
+export async function openTestDatabase<TSchema extends Record<string, unknown>>(
+  label: string,
+  options: Pick<DatabaseOptions<TSchema>, "schema" | "migrationsFolder">,
+): Promise<Database<TSchema> & { testDatabase: TestDatabase }> {
+  const testDatabase = await createTestDatabase(label);
+  const database = await openDatabase({ url: testDatabase.url, poolSize: 4, ...options });
+  await database.migrate();
+  return {
+    ...database,
+    testDatabase,
+    async close() {
+      await database.close();
+      await testDatabase.drop();
+    },
+  };
 }

@@ -1,0 +1,104 @@
+import { randomUUID } from "node:crypto";
+import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
+import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { currentContext } from "../context.js";
+import type { AppDatabase, Executor } from "../database.js";
+import { outboxDeliveries, outboxEvents } from "./schema.js";
+import type { Subscriptions } from "./subscriptions.js";
+
+// Outbox code works on any service's database; the service's own schema type is irrelevant.
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type AnyExecutor = Executor<any>;
+// biome-ignore lint/suspicious/noExplicitAny: see above
+type AnyDatabase = AppDatabase<any>;
+
+/** Appends an event to the outbox inside the caller's transaction; returns the event id. */
+export type Publish = <Desc extends DescMessage>(
+  schema: Desc,
+  data: MessageShape<Desc>,
+  subject: string,
+) => Promise<string>;
+
+export interface EventBus {
+  /** The event types this service produces, each with its subscribers. */
+  readonly routes: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Runs fn in one database transaction. Events published through `publish` commit or roll
+   * back with the rest of fn's writes; after a commit the relay is woken at once.
+   */
+  transaction<T>(fn: (tx: AnyExecutor, publish: Publish) => Promise<T>): Promise<T>;
+  /** Called after a commit that published events (the relay subscribes here). */
+  onCommit(listener: () => void): void;
+}
+
+export interface EventBusOptions {
+  /** This service's name: the events' source. */
+  source: string;
+  db: AnyDatabase;
+  subscriptions: Subscriptions;
+  /** Message types this service publishes; publishing anything else is a bug. */
+  produces: readonly DescMessage[];
+}
+
+/** The transactional outbox of one service. */
+export function createEventBus(options: EventBusOptions): EventBus {
+  const routes = new Map(
+    options.produces.map((schema) => [
+      schema.typeName,
+      options.subscriptions.get(schema.typeName) ?? [],
+    ]),
+  );
+  const listeners: (() => void)[] = [];
+
+  const publishIn =
+    (tx: AnyExecutor): Publish =>
+    async (schema, data, subject) => {
+      const subscribers = routes.get(schema.typeName);
+      if (!subscribers) {
+        throw new Error(`${options.source} does not declare that it produces ${schema.typeName}`);
+      }
+      const context = currentContext();
+      const event = create(EventSchema, {
+        id: randomUUID(),
+        source: options.source,
+        type: schema.typeName,
+        subject,
+        time: timestampNow(),
+        traceparent: context?.propagation.traceparent ?? "",
+        tracestate: context?.propagation.tracestate ?? "",
+        data: anyPack(schema, data),
+      });
+      await tx.insert(outboxEvents).values({
+        id: event.id,
+        type: event.type,
+        subject,
+        envelope: toBinary(EventSchema, event),
+      });
+      if (subscribers.length > 0) {
+        await tx
+          .insert(outboxDeliveries)
+          .values(subscribers.map((subscriber) => ({ eventId: event.id, subscriber })));
+      }
+      return event.id;
+    };
+
+  return {
+    routes,
+    async transaction(fn) {
+      let published = false;
+      const result = await options.db.transaction(async (tx) => {
+        const publish = publishIn(tx);
+        return fn(tx, (schema, data, subject) => {
+          published = true;
+          return publish(schema, data, subject);
+        });
+      });
+      if (published) for (const listener of listeners) listener();
+      return result;
+    },
+    onCommit(listener) {
+      listeners.push(listener);
+    },
+  };
+}

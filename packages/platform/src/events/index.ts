@@ -1,0 +1,6 @@
+export * from "./bus.js";
+export * from "./dead-letters.js";
+export * from "./relay.js";
+export * from "./schema.js";
+export * from "./sink.js";
+export * from "./subscriptions.js";

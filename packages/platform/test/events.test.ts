@@ -1,0 +1,386 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
+import { eq, sql } from "drizzle-orm";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../../test/system/processes.js";
+import {
+  contextFromHeaders,
+  createEventBus,
+  createLogger,
+  createRelay,
+  type Database,
+  type EventBus,
+  listDeadDeliveries,
+  openDatabase,
+  outboxDeliveries,
+  outboxEvents,
+  type RunningService,
+  redriveDeadDeliveries,
+  rowsOf,
+  runWithContext,
+  startService,
+} from "../src/index.js";
+import { createTestDatabase, type TestDatabase, testEnv } from "../src/testing/index.js";
+import { consumerService, migrationsFolder } from "./fixtures/consumer-service.js";
+import { effects } from "./fixtures/schema.js";
+
+const logger = createLogger({
+  service: "producer",
+  version: "test",
+  level: process.env.TEST_LOG_LEVEL ?? "silent",
+});
+const subscriptions = new Map([[OrderPlacedSchema.typeName, ["consumer", "slowpoke"]]]);
+
+let producerDb: TestDatabase;
+let producer: Database<Record<string, unknown>>;
+let consumerDb: TestDatabase;
+let consumer: RunningService;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  producerDb = await createTestDatabase("platform_producer");
+  producer = await openDatabase({ url: producerDb.url, schema: {}, migrationsFolder });
+  await producer.migrate();
+  consumerDb = await createTestDatabase("platform_consumer");
+  consumer = await startService(consumerService, testEnv(consumerDb));
+  await consumer.ready;
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await producer.db.execute(sql`truncate outbox_events cascade`);
+});
+afterAll(async () => {
+  await consumer?.stop();
+  await producer?.close();
+  await producerDb?.drop();
+  await consumerDb?.drop();
+});
+
+/** A producer bus and relay delivering OrderPlaced to "consumer" (and "slowpoke"). */
+function producerBus(
+  urls: Record<string, string>,
+  relayOptions: Partial<Parameters<typeof createRelay>[0]> = {},
+) {
+  const bus = createEventBus({
+    source: "producer",
+    db: producer.db,
+    subscriptions,
+    produces: [OrderPlacedSchema],
+  });
+  const relay = createRelay({
+    db: producer.db,
+    bus,
+    subscriberUrls: { slowpoke: urls.consumer!, ...urls },
+    logger,
+    pollIntervalMs: 50,
+    baseBackoffMs: 20,
+    maxBackoffMs: 100,
+    ...relayOptions,
+  });
+  cleanups.push(() => relay.stop());
+  return { bus, relay };
+}
+
+async function placeOrder(bus: EventBus, orderId: string, quantity = 1) {
+  return bus.transaction(async (_tx, publish) =>
+    publish(
+      OrderPlacedSchema,
+      create(OrderPlacedSchema, { orderId, lines: [{ productId: "p", quantity }] }),
+      orderId,
+    ),
+  );
+}
+
+const consumerEffects = async (orderId: string) =>
+  (await (await openConsumer()).db.select().from(effects).where(eq(effects.orderId, orderId))) as {
+    quantity: number;
+  }[];
+let consumerHandle: Database<Record<string, unknown>> | undefined;
+async function openConsumer() {
+  if (!consumerHandle) {
+    // Read the consumer's database directly (PGlite lives inside the consumer service).
+    consumerHandle = consumerDb.url
+      ? await openDatabase({ url: consumerDb.url, schema: {}, migrationsFolder })
+      : consumer.database;
+    if (consumerDb.url) cleanupsAll.push(() => consumerHandle!.close());
+  }
+  return consumerHandle!;
+}
+const cleanupsAll: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const c of cleanupsAll) await c();
+});
+
+async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+const deliveryStates = async (eventId: string) =>
+  producer.db
+    .select({
+      subscriber: outboxDeliveries.subscriber,
+      status: outboxDeliveries.status,
+      attempts: outboxDeliveries.attempts,
+    })
+    .from(outboxDeliveries)
+    .where(eq(outboxDeliveries.eventId, eventId))
+    .orderBy(outboxDeliveries.subscriber);
+
+describe("outbox", () => {
+  it("commits an event with the transaction and delivers it once to every subscriber", async () => {
+    const { bus, relay } = producerBus({ consumer: consumer.url });
+    relay.start();
+    const orderId = crypto.randomUUID();
+    const eventId = await placeOrder(bus, orderId, 3);
+    await eventually(async () => {
+      expect(await deliveryStates(eventId)).toMatchObject([
+        { subscriber: "consumer", status: "delivered" },
+        { subscriber: "slowpoke", status: "delivered" },
+      ]);
+    });
+    // Both subscribers are the same consumer here: the inbox applied the event once.
+    expect(await consumerEffects(orderId)).toEqual([expect.objectContaining({ quantity: 3 })]);
+  });
+
+  it("writes nothing when the transaction rolls back", async () => {
+    const { bus } = producerBus({ consumer: consumer.url });
+    await expect(
+      bus.transaction(async (_tx, publish) => {
+        await publish(
+          OrderPlacedSchema,
+          create(OrderPlacedSchema, { orderId: "rolled-back" }),
+          "rolled-back",
+        );
+        throw new Error("business rule failed");
+      }),
+    ).rejects.toThrow("business rule failed");
+    const rows = await producer.db
+      .select()
+      .from(outboxEvents)
+      .where(eq(outboxEvents.subject, "rolled-back"));
+    expect(rows).toEqual([]);
+  });
+
+  it("refuses to publish an event type the service does not declare", async () => {
+    const bus = createEventBus({
+      source: "producer",
+      db: producer.db,
+      subscriptions,
+      produces: [],
+    });
+    await expect(
+      bus.transaction((_tx, publish) =>
+        publish(OrderPlacedSchema, create(OrderPlacedSchema, {}), "x"),
+      ),
+    ).rejects.toThrow(/does not declare/);
+  });
+
+  it("carries the producing request's trace context in the envelope", async () => {
+    const { bus } = producerBus({ consumer: consumer.url });
+    const traceparent = "00-11112222333344445555666677778888-1111222233334444-01";
+    const eventId = await runWithContext(contextFromHeaders(new Headers({ traceparent })), () =>
+      placeOrder(bus, crypto.randomUUID()),
+    );
+    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
+    const { fromBinary } = await import("@bufbuild/protobuf");
+    expect(fromBinary(EventSchema, row!.envelope).traceparent).toBe(traceparent);
+  });
+});
+
+describe("consumers", () => {
+  it("apply an event delivered twice only once", async () => {
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: consumer.url, httpVersion: "1.1" }),
+    );
+    const { bus } = producerBus({ consumer: consumer.url });
+    const orderId = crypto.randomUUID();
+    const eventId = await placeOrder(bus, orderId, 2);
+    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
+    const { fromBinary } = await import("@bufbuild/protobuf");
+    const event = fromBinary(EventSchema, row!.envelope);
+    expect(await client.deliver({ event })).toMatchObject({ duplicate: false });
+    expect(await client.deliver({ event })).toMatchObject({ duplicate: true });
+    await Promise.all([client.deliver({ event }), client.deliver({ event })]);
+    expect(await consumerEffects(orderId)).toHaveLength(1);
+  });
+
+  it("receive what they missed while down once they are back", async () => {
+    const port = await freePort();
+    const { bus, relay } = producerBus({ consumer: `http://127.0.0.1:${port}` });
+    relay.start();
+    const orderId = crypto.randomUUID();
+    const eventId = await placeOrder(bus, orderId);
+    await eventually(async () => {
+      const states = await deliveryStates(eventId);
+      expect(states.find((s) => s.subscriber === "consumer")!.attempts).toBeGreaterThanOrEqual(3);
+    });
+    const db = await createTestDatabase("platform_late");
+    const late = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+    cleanups.push(async () => {
+      await late.stop();
+      await db.drop();
+    });
+    await late.ready;
+    await eventually(async () => {
+      expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    });
+  });
+
+  it("dedupe a redelivery after the relay died between delivering and marking delivered", async () => {
+    const { bus, relay } = producerBus({ consumer: consumer.url }, { leaseMs: 200 });
+    const orderId = crypto.randomUUID();
+    const eventId = await placeOrder(bus, orderId, 5);
+    // The dying relay: it claimed the rows and delivered, but never recorded it.
+    await producer.db.execute(
+      sql`update outbox_deliveries set lease_until = now() + interval '200 milliseconds', attempts = 1 where event_id = ${eventId}`,
+    );
+    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
+    const { fromBinary } = await import("@bufbuild/protobuf");
+    const client = createClient(
+      EventSinkService,
+      createConnectTransport({ baseUrl: consumer.url, httpVersion: "1.1" }),
+    );
+    await client.deliver({ event: fromBinary(EventSchema, row!.envelope) });
+    // A surviving relay takes over once the lease lapses.
+    relay.start();
+    await eventually(async () => {
+      expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    });
+    expect(await consumerEffects(orderId)).toHaveLength(1);
+  });
+});
+
+describe("relay", () => {
+  it("backs off and parks an event as dead after the last attempt, where it can be re-driven", async () => {
+    const port = await freePort();
+    const { bus, relay } = producerBus(
+      { consumer: `http://127.0.0.1:${port}` },
+      { maxAttempts: 3 },
+    );
+    relay.start();
+    const orderId = crypto.randomUUID();
+    const eventId = await placeOrder(bus, orderId);
+    await eventually(async () => {
+      expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual(["dead", "dead"]);
+    });
+    const dead = await listDeadDeliveries(producer.db);
+    expect(dead.filter((d) => d.eventId === eventId)).toHaveLength(2);
+    expect(dead[0]).toMatchObject({
+      type: OrderPlacedSchema.typeName,
+      subject: orderId,
+      attempts: 3,
+    });
+    expect(dead[0]?.lastError).toBeTruthy();
+
+    const db = await createTestDatabase("platform_redrive");
+    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+    cleanups.push(async () => {
+      await back.stop();
+      await db.drop();
+    });
+    await back.ready;
+    expect(await redriveDeadDeliveries(producer.db, { subscriber: "consumer" })).toBe(1);
+    relay.wake();
+    await eventually(async () => {
+      expect(await deliveryStates(eventId)).toMatchObject([
+        { subscriber: "consumer", status: "delivered" },
+        { subscriber: "slowpoke", status: "dead" },
+      ]);
+    });
+  });
+
+  it("parks an event a consumer can never accept at once", async () => {
+    const bus = createEventBus({
+      source: "producer",
+      db: producer.db,
+      subscriptions: new Map([["shop.events.v1.StockReserved", ["consumer"]]]),
+      produces: [
+        (await import("@thinmesh/contracts/shop/events/v1/saga_pb.js")).StockReservedSchema,
+      ],
+    });
+    const relay = createRelay({
+      db: producer.db,
+      bus,
+      subscriberUrls: { consumer: consumer.url },
+      logger,
+      pollIntervalMs: 50,
+    });
+    cleanups.push(() => relay.stop());
+    relay.start();
+    const { StockReservedSchema } = await import("@thinmesh/contracts/shop/events/v1/saga_pb.js");
+    const eventId = await bus.transaction((_tx, publish) =>
+      publish(StockReservedSchema, create(StockReservedSchema, { orderId: "o" }), "o"),
+    );
+    await eventually(async () => {
+      expect(await deliveryStates(eventId)).toMatchObject([{ status: "dead", attempts: 1 }]);
+    });
+    const [dead] = (await listDeadDeliveries(producer.db)).filter((d) => d.eventId === eventId);
+    expect(dead?.lastError).toMatch(/does not consume shop.events.v1.StockReserved/);
+  });
+
+  it("keeps delivering to a healthy subscriber while another is slow", async () => {
+    const db = await createTestDatabase("platform_slow");
+    const slow = await startService(consumerService, testEnv(db, { DELAY_MS: "3000" }));
+    cleanups.push(async () => {
+      await slow.stop();
+      await db.drop();
+    });
+    await slow.ready;
+    const { bus, relay } = producerBus(
+      { consumer: consumer.url, slowpoke: slow.url },
+      { concurrency: 2 },
+    );
+    relay.start();
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await placeOrder(bus, crypto.randomUUID()));
+    await eventually(async () => {
+      for (const id of ids) {
+        expect((await deliveryStates(id)).find((s) => s.subscriber === "consumer")?.status).toBe(
+          "delivered",
+        );
+      }
+    }, 2000);
+    for (const id of ids) {
+      expect((await deliveryStates(id)).find((s) => s.subscriber === "slowpoke")?.status).toBe(
+        "pending",
+      );
+    }
+  });
+
+  it("lets several replicas relay at once without losing or double-applying events", async () => {
+    const replicas = [
+      producerBus({ consumer: consumer.url }),
+      producerBus({ consumer: consumer.url }),
+    ];
+    for (const { relay } of replicas) relay.start();
+    const orders = Array.from({ length: 30 }, () => crypto.randomUUID());
+    await Promise.all(orders.map((orderId, i) => placeOrder(replicas[i % 2]!.bus, orderId)));
+    await eventually(async () => {
+      const [counted] = rowsOf<{ pending: number }>(
+        await producer.db.execute(
+          sql`select count(*)::int as pending from outbox_deliveries where status <> 'delivered'`,
+        ),
+      );
+      expect(counted?.pending).toBe(0);
+    });
+    for (const orderId of orders) expect(await consumerEffects(orderId)).toHaveLength(1);
+  });
+});

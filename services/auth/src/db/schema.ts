@@ -1,0 +1,70 @@
+import { sql } from "drizzle-orm";
+import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import type { JWK } from "jose";
+
+const instant = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+
+export const users = pgTable(
+  "users",
+  {
+    id: uuid("id").primaryKey(),
+    /** As the user typed it; compared case-insensitively. */
+    email: text("email").notNull(),
+    /** scrypt$N$r$p$salt$hash */
+    passwordHash: text("password_hash").notNull(),
+    roles: text("roles").array().notNull(),
+    createdAt: instant("created_at").notNull(),
+  },
+  // Uniqueness regardless of case is the database's job: two concurrent registrations of
+  // "A@x" and "a@x" cannot both pass a check done in code.
+  (table) => [uniqueIndex("users_email_lower_key").on(sql`lower(${table.email})`)],
+);
+
+/** One login: every refresh token rotated from it belongs to the same family. */
+export const refreshTokenFamilies = pgTable("refresh_token_families", {
+  id: uuid("id").primaryKey(),
+  userId: uuid("user_id")
+    .notNull()
+    .references(() => users.id, { onDelete: "cascade" }),
+  createdAt: instant("created_at").notNull(),
+  /** Set once on reuse; one row, so a rotation racing the revocation cannot escape it. */
+  revokedAt: instant("revoked_at"),
+});
+
+export const refreshTokens = pgTable(
+  "refresh_tokens",
+  {
+    /** SHA-256 of the token (hex); the token itself is never stored. */
+    tokenHash: text("token_hash").primaryKey(),
+    familyId: uuid("family_id")
+      .notNull()
+      .references(() => refreshTokenFamilies.id, { onDelete: "cascade" }),
+    createdAt: instant("created_at").notNull(),
+    expiresAt: instant("expires_at").notNull(),
+    rotatedAt: instant("rotated_at"),
+  },
+  (table) => [index("refresh_tokens_family_id_idx").on(table.familyId)],
+);
+
+/**
+ * ES256 key pairs. The private JWK is stored in plain text: dev-grade. In production it would
+ * be wrapped by a KMS (store the ciphertext, unwrap on read) or never leave one (sign remotely).
+ */
+export const signingKeys = pgTable("signing_keys", {
+  kid: text("kid").primaryKey(),
+  privateJwk: jsonb("private_jwk").$type<JWK>().notNull(),
+  publicJwk: jsonb("public_jwk").$type<JWK>().notNull(),
+  createdAt: instant("created_at").notNull(),
+  retiredAt: instant("retired_at"),
+});
+
+/** Random key material created on first start and shared by every replica. */
+export const secrets = pgTable("secrets", {
+  name: text("name").primaryKey(),
+  /** base64url */
+  value: text("value").notNull(),
+  createdAt: instant("created_at").notNull(),
+});
+
+export const schema = { users, refreshTokenFamilies, refreshTokens, signingKeys, secrets };
+export type AuthSchema = typeof schema;

@@ -1,0 +1,52 @@
+import { ConfigError, loadConfig } from "@thinmesh/platform";
+import { describe, expect, it } from "vitest";
+import { authConfigSchema } from "../src/config.js";
+
+const load = (env: Record<string, string>) => loadConfig(authConfigSchema, env);
+const problem = (env: Record<string, string>) => {
+  try {
+    load(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error("expected a configuration error");
+};
+
+describe("configuration", () => {
+  it("has production defaults", () => {
+    const config = load({});
+    expect(config.PUBLIC_URL).toBeUndefined();
+    expect(config.ADMIN_EMAIL).toBeUndefined();
+    expect(config).toMatchObject({
+      AUTH_ISSUER: "https://auth.thinmesh.local",
+      AUTH_AUDIENCE: "thinmesh",
+      ACCESS_TOKEN_TTL_SECONDS: 900,
+      REFRESH_TOKEN_TTL_SECONDS: 30 * 24 * 3600,
+      REFRESH_RETRY_GRACE_SECONDS: 30,
+      SIGNING_KEY_CACHE_SECONDS: 30,
+    });
+  });
+
+  it("wants ADMIN_EMAIL and ADMIN_PASSWORD together, naming the missing one", () => {
+    expect(problem({ ADMIN_EMAIL: "root@example.com" })).toMatch(
+      /ADMIN_PASSWORD: ADMIN_EMAIL and ADMIN_PASSWORD must be set together/,
+    );
+    const message = problem({ ADMIN_PASSWORD: "long secret value" });
+    expect(message).toMatch(/ADMIN_EMAIL: ADMIN_EMAIL and ADMIN_PASSWORD/);
+    expect(message).not.toContain("long secret value");
+    expect(
+      load({ ADMIN_EMAIL: "root@example.com", ADMIN_PASSWORD: "long secret value" }),
+    ).toMatchObject({
+      ADMIN_EMAIL: "root@example.com",
+    });
+  });
+
+  it("names the variable of a bad value", () => {
+    expect(problem({ ACCESS_TOKEN_TTL_SECONDS: "forever" })).toMatch(/ACCESS_TOKEN_TTL_SECONDS:/);
+    expect(problem({ PUBLIC_URL: "ftp://x" })).toMatch(/PUBLIC_URL:/);
+    expect(problem({ ADMIN_EMAIL: "root", ADMIN_PASSWORD: "long secret value" })).toMatch(
+      /ADMIN_EMAIL:/,
+    );
+  });
+});

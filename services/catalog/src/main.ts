@@ -1,0 +1,4 @@
+import { runMain } from "@thinmesh/platform";
+import { catalogService } from "./service.js";
+
+await runMain(catalogService);
