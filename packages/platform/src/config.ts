@@ -33,6 +33,11 @@ function redactValue(variable: string, value: string): string {
   return value.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:[redacted]@");
 }
 
+/** `VAR=` (as env files and manifests often say) means the same as leaving VAR out. */
+function emptyIsUnset<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => (value === "" ? undefined : value), schema);
+}
+
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** Variables every service reads. Services extend this with their own. */
@@ -41,13 +46,15 @@ export const baseConfigSchema = z.object({
   HOST: z.string().min(1).default("0.0.0.0"),
   LOG_LEVEL: z.enum(logLevels).default("info"),
   SERVICE_VERSION: z.string().min(1).default("v1"),
-  /** A postgres:// URL. Without it the service uses an embedded PGlite database. */
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
-    .optional(),
+  /** A postgres:// URL. Without it (or empty) the service uses an embedded PGlite database. */
+  DATABASE_URL: emptyIsUnset(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+  ),
   /** Where the embedded database keeps its files; in memory when unset. */
-  PGLITE_DATA_DIR: z.string().min(1).optional(),
+  PGLITE_DATA_DIR: emptyIsUnset(z.string().min(1).optional()),
   /** How long SIGTERM waits for in-flight requests before closing connections. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
   /** Largest request body accepted, in bytes; larger ones get resource_exhausted. */

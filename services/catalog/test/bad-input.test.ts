@@ -249,17 +249,16 @@ const cases: [string, string, () => string, RegExp][] = [
 ];
 
 describe("bad input", () => {
-  it.each(cases)(
-    "%s with %s is invalid_argument naming the field",
-    async (rpc, _what, body, field) => {
-      const before = await snapshot();
-      const response = await post(rpc, body());
-      expect(response.code).toBe("invalid_argument");
-      expect(response.status).toBe(400);
-      expect(response.message).toMatch(field);
-      expect(await snapshot()).toEqual(before);
-    },
-  );
+  it.each(
+    cases,
+  )("%s with %s is invalid_argument naming the field", async (rpc, _what, body, field) => {
+    const before = await snapshot();
+    const response = await post(rpc, body());
+    expect(response.code).toBe("invalid_argument");
+    expect(response.status).toBe(400);
+    expect(response.message).toMatch(field);
+    expect(await snapshot()).toEqual(before);
+  });
 
   it("names every violated field at once", async () => {
     const error = await rpcError(
