@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
 /** Thrown when the environment does not satisfy a service's configuration schema. */
@@ -38,6 +39,11 @@ function emptyIsUnset<T extends z.ZodType>(schema: T) {
   return z.preprocess((value) => (value === "" ? undefined : value), schema);
 }
 
+// From src/ or dist/ of packages/platform alike (and the same layout inside the images).
+const defaultSubscriptionsFile = fileURLToPath(
+  new URL("../../../config/subscriptions.yaml", import.meta.url),
+);
+
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** Variables every service reads. Services extend this with their own. */
@@ -63,6 +69,14 @@ export const baseConfigSchema = z.object({
     .int()
     .min(1024)
     .default(64 * 1024),
+  /** Event type → subscribing services (config/subscriptions.yaml in the repository). */
+  EVENT_SUBSCRIPTIONS_FILE: z.string().min(1).default(defaultSubscriptionsFile),
+  /** How often the outbox relay looks for due deliveries besides being woken by commits. */
+  OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
+  /** Delivery attempts per subscriber before an event is parked as dead. */
+  OUTBOX_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(1000).default(25),
+  OUTBOX_BASE_BACKOFF_MS: z.coerce.number().int().min(1).default(250),
+  OUTBOX_MAX_BACKOFF_MS: z.coerce.number().int().min(1).default(30_000),
 });
 
 /** The iss and aud of access tokens: issued with them by auth, demanded by every verifier. */

@@ -1,5 +1,6 @@
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescMessage, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { Hono } from "hono";
 import type { z } from "zod";
 import { type Access, type AccessRules, accessByPath, createAccessInterceptor } from "./access.js";
@@ -7,6 +8,11 @@ import { type baseConfigSchema, ConfigError, loadConfig } from "./config.js";
 import { newContext, runWithContext } from "./context.js";
 import { type Database, openDatabase } from "./database.js";
 import { DomainError } from "./errors.js";
+import { createEventBus, type EventBus } from "./events/bus.js";
+import { deadLetterRoutes } from "./events/dead-letters.js";
+import { createRelay, type Relay } from "./events/relay.js";
+import { createEventSink, type EventHandler } from "./events/sink.js";
+import { loadSubscriptions, type Subscriptions } from "./events/subscriptions.js";
 import {
   contextInterceptor,
   observeInterceptor,
@@ -43,6 +49,11 @@ export interface ServiceDeps<TConfig, TSchema extends Record<string, unknown>> {
   logger: Logger;
   database: Database<TSchema>;
   metrics: Metrics;
+  /**
+   * This service's transactional outbox for the event types it publishes; the subscribers
+   * come from EVENT_SUBSCRIPTIONS_FILE. Return it in ServiceParts.events to have it relayed.
+   */
+  eventBus(produces: readonly DescMessage[]): EventBus;
 }
 
 export interface ServiceParts {
@@ -54,6 +65,12 @@ export interface ServiceParts {
   onDatabaseReady?: () => Promise<void>;
   /** Runs on shutdown after the server has drained, before the database closes. */
   onClose?: () => Promise<void>;
+  /**
+   * The service's events: the bus it publishes through (relayed to the subscribers once the
+   * service is ready) and the handlers of the events it consumes (served as
+   * EventSinkService, each event applied once).
+   */
+  events?: { bus: EventBus; consumes?: EventHandler[] };
 }
 
 export interface ServiceDefinition<
@@ -107,17 +124,29 @@ export async function startService<
     dataDir: config.PGLITE_DATA_DIR,
     ...definition.database,
   });
+  let subscriptions: Subscriptions | undefined;
+  const eventBus = (produces: readonly DescMessage[]) => {
+    subscriptions ??= loadSubscriptions(config.EVENT_SUBSCRIPTIONS_FILE);
+    return createEventBus({ source: definition.name, db: database.db, subscriptions, produces });
+  };
   let parts: ServiceParts;
+  let relay: Relay | undefined;
   try {
-    parts = await definition.create({ config, logger, database, metrics });
+    parts = await definition.create({ config, logger, database, metrics, eventBus });
+    relay = parts.events && relayFor(parts.events.bus, env, config, database, logger);
   } catch (error) {
     await database.close();
     throw error;
   }
+  const rpc = [...parts.rpc];
+  if (parts.events?.consumes?.length) {
+    const sink = createEventSink(parts.events.bus, parts.events.consumes);
+    rpc.push(bind(EventSinkService, sink, { deliver: "internal" }));
+  }
 
   let notReady: string | undefined = "connecting to the database";
   let stopping = false;
-  const access = new Map(parts.rpc.flatMap((binding) => [...binding.access]));
+  const access = new Map(rpc.flatMap((binding) => [...binding.access]));
 
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
@@ -129,6 +158,9 @@ export async function startService<
     c.text(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
   );
   parts.routes?.(app);
+  if (relay && parts.verifier) {
+    deadLetterRoutes(app, database.db, parts.verifier, relay.wake);
+  }
   app.notFound((c) =>
     c.json({ code: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404),
   );
@@ -142,7 +174,7 @@ export async function startService<
 
   const server = createOnePortServer({
     routes: (router) => {
-      for (const binding of parts.rpc) binding.register(router);
+      for (const binding of rpc) binding.register(router);
     },
     interceptors: [
       contextInterceptor(),
@@ -165,6 +197,7 @@ export async function startService<
         await database.migrate();
         await parts.onDatabaseReady?.();
         notReady = undefined;
+        relay?.start();
         logger.info({ url }, "ready");
         return;
       } catch (error) {
@@ -193,12 +226,47 @@ export async function startService<
       logger.info({ inFlight: server.inFlight() }, "shutting down: draining requests");
       await server.close(config.SHUTDOWN_GRACE_MS);
       await ready.catch(() => {});
+      await relay?.stop();
       await parts.onClose?.();
       await database.close();
       logger.info("stopped");
       logger.flush();
     },
   };
+}
+
+/** The relay for a bus with subscribers; their URLs come from <NAME>_URL variables. */
+function relayFor(
+  bus: EventBus,
+  env: Record<string, string | undefined>,
+  config: BaseConfig,
+  database: Database<Record<string, unknown>>,
+  logger: Logger,
+): Relay | undefined {
+  const subscribers = [...new Set([...bus.routes.values()].flat())];
+  if (subscribers.length === 0) return undefined;
+  const subscriberUrls: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const subscriber of subscribers) {
+    const variable = `${subscriber.toUpperCase().replace(/-/g, "_")}_URL`;
+    const url = env[variable];
+    if (url && /^https?:\/\//.test(url)) subscriberUrls[subscriber] = url;
+    else
+      problems.push(
+        `${variable}: the base URL of event subscriber "${subscriber}" is required (it is not set or not http(s))`,
+      );
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return createRelay({
+    db: database.db,
+    bus,
+    subscriberUrls,
+    logger: logger.child({ component: "outbox-relay" }),
+    pollIntervalMs: config.OUTBOX_POLL_MS,
+    maxAttempts: config.OUTBOX_MAX_ATTEMPTS,
+    baseBackoffMs: config.OUTBOX_BASE_BACKOFF_MS,
+    maxBackoffMs: config.OUTBOX_MAX_BACKOFF_MS,
+  });
 }
 
 const httpStatusOf = {

@@ -1,7 +1,8 @@
 import { and, desc, eq, sql } from "drizzle-orm";
 import type { Hono } from "hono";
+import { z } from "zod";
 import type { AppDatabase } from "../database.js";
-import { permissionDenied } from "../errors.js";
+import { invalidArgument, permissionDenied } from "../errors.js";
 import { requireToken, type TokenVerifier } from "../tokens.js";
 import { outboxDeliveries, outboxEvents } from "./schema.js";
 
@@ -54,6 +55,24 @@ export async function redriveDeadDeliveries(
     )
     .returning({ eventId: outboxDeliveries.eventId });
   return redriven.length;
+}
+
+const redriveRequest = z.strictObject({
+  eventId: z.uuid().optional(),
+  subscriber: z
+    .string()
+    .regex(/^[a-z][a-z0-9-]*$/)
+    .optional(),
+});
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw invalidArgument(
+      'the redrive request body must be JSON, for example {"subscriber":"catalog"}',
+    );
+  }
 }
 
 /**
