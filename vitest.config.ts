@@ -6,7 +6,14 @@ export default defineConfig({
   ssr: { resolve: { conditions: ["thinmesh-source"] } },
   test: {
     projects: [
-      ...["packages/platform", "services/auth", "services/catalog"].map((dir) => ({
+      ...[
+        "packages/platform",
+        "services/auth",
+        "services/catalog",
+        "services/order",
+        "services/payment",
+        "mesh/check",
+      ].map((dir) => ({
         extends: true as const,
         test: {
           name: dir.split("/")[1],
