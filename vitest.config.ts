@@ -13,6 +13,7 @@ export default defineConfig({
         "services/order",
         "services/payment",
         "mesh/check",
+        "mesh/local",
       ].map((dir) => ({
         extends: true as const,
         test: {

@@ -1,5 +1,5 @@
-// What the README promises a newcomer: `npm start`, then curl. Runs scripts/start.js over the
-// built services and talks to them with plain HTTP (Connect JSON), as curl would.
+// What the README promises a newcomer: `npm start`, then curl. Runs mesh/local over the built
+// services and talks to the ingress with plain HTTP (Connect JSON), as curl would.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,15 +14,18 @@ const serverUrl = await testPostgresUrl();
 const prefix = `thinmesh_start_${randomBytes(3).toString("hex")}`;
 const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-start-"));
 let started: Spawned;
-let auth: string;
-let catalog: string;
+let ingress: string;
+let catalogDirect: string;
 
 beforeAll(async () => {
   const basePort = await freePort();
-  auth = `http://127.0.0.1:${basePort}`;
-  catalog = `http://127.0.0.1:${basePort + 1}`;
-  started = spawnNode(["scripts/start.js", "--json"], {
+  const ingressPort = await freePort();
+  ingress = `http://127.0.0.1:${ingressPort}`;
+  catalogDirect = `http://127.0.0.1:${basePort + 1}`;
+  started = spawnNode(["mesh/local/dist/main.js", "--json"], {
+    THINMESH_INGRESS_PORT: String(ingressPort),
     THINMESH_BASE_PORT: String(basePort),
+    THINMESH_ACCESS_LOG: "off",
     THINMESH_DATA_DIR: dataDir,
     THINMESH_DB_PREFIX: prefix,
     LOG_LEVEL: "warn",
@@ -39,7 +42,7 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
   if (serverUrl) {
     const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
-    for (const service of ["auth", "catalog"]) {
+    for (const service of ["auth", "catalog", "order", "payment"]) {
       await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
     }
     await sql.end();
@@ -61,25 +64,25 @@ const rpc = async (base: string, path: string, body: unknown, token?: string) =>
 
 describe("npm start", () => {
   it("prints how to call the services", () => {
-    expect(started.output()).toContain(`curl -s ${auth}/shop.auth.v1.AuthService/Register`);
+    expect(started.output()).toContain(`curl -s ${ingress}/shop.auth.v1.AuthService/Register`);
   });
 
   it("lets a newcomer register, log in and list products, and the JWKS verifies the token", async () => {
     const email = `ada+${randomBytes(4).toString("hex")}@example.com`;
     const credentials = { email, password: "correct horse battery" };
-    const registered = await rpc(auth, "shop.auth.v1.AuthService/Register", credentials);
+    const registered = await rpc(ingress, "shop.auth.v1.AuthService/Register", credentials);
     expect(registered.status).toBe(200);
     expect(registered.body.user.email).toBe(email);
 
-    const login = await rpc(auth, "shop.auth.v1.AuthService/Login", credentials);
+    const login = await rpc(ingress, "shop.auth.v1.AuthService/Login", credentials);
     expect(login.status).toBe(200);
     const accessToken: string = login.body.tokens.accessToken;
 
-    const products = await rpc(catalog, "shop.catalog.v1.CatalogService/ListProducts", {});
+    const products = await rpc(ingress, "shop.catalog.v1.CatalogService/ListProducts", {});
     expect(products.status).toBe(200);
     expect(products.body.products.length).toBeGreaterThan(0);
 
-    const jwks = createRemoteJWKSet(new URL(`${auth}/.well-known/jwks.json`));
+    const jwks = createRemoteJWKSet(new URL(`${ingress}/.well-known/jwks.json`));
     const { payload } = await jwtVerify(accessToken, jwks, {
       algorithms: ["ES256"],
       issuer: "https://auth.thinmesh.local",
@@ -90,14 +93,14 @@ describe("npm start", () => {
   });
 
   it("provisions the dev admin, whose token may create products", async () => {
-    const login = await rpc(auth, "shop.auth.v1.AuthService/Login", {
+    const login = await rpc(ingress, "shop.auth.v1.AuthService/Login", {
       email: "admin@thinmesh.local",
       password: "dev-only-admin-password",
     });
     expect(login.status).toBe(200);
     const sku = `SYS-${randomBytes(3).toString("hex").toUpperCase()}`;
     const created = await rpc(
-      catalog,
+      ingress,
       "shop.catalog.v1.CatalogService/CreateProduct",
       {
         sku,
@@ -112,7 +115,7 @@ describe("npm start", () => {
   });
 
   it("restarts a crashed service, like a pod", async () => {
-    const before = await (await fetch(`${catalog}/readyz`)).json();
+    const before = await (await fetch(`${catalogDirect}/readyz`)).json();
     expect(before).toEqual({ status: "ready" });
     const starts = [
       ...started.output().matchAll(/"service":"catalog","msg":"process started","pid":(\d+)/g),
@@ -125,7 +128,7 @@ describe("npm start", () => {
     let ready = false;
     while (!ready && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 250));
-      ready = await fetch(`${catalog}/readyz`).then(
+      ready = await fetch(`${catalogDirect}/readyz`).then(
         (r) => r.ok,
         () => false,
       );
@@ -136,6 +139,6 @@ describe("npm start", () => {
   it("stops everything on Ctrl-C", async () => {
     started.child.kill("SIGINT");
     expect(await started.exited).toBe(0);
-    await expect(fetch(`${auth}/healthz`)).rejects.toThrow();
+    await expect(fetch(`${ingress}/.well-known/jwks.json`)).rejects.toThrow();
   });
 });

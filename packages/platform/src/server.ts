@@ -30,11 +30,7 @@ export interface OnePortServer {
 // Every HTTP/2 connection without TLS (h2c, "prior knowledge") starts with this preface.
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-/**
- * One plaintext port for HTTP/1.1 and h2c. Node's http2 server only accepts HTTP/1.1 next to
- * HTTP/2 over TLS (ALPN), so a TCP server reads the first bytes of each connection and hands
- * the socket to an HTTP/1.1 or an HTTP/2 server.
- */
+/** Connect (Connect, gRPC, gRPC-Web) and a Hono app's routes on one dual-protocol port. */
 export function createOnePortServer(options: OnePortServerOptions): OnePortServer {
   const shutdown = new AbortController();
   const rpcAndRoutes = connectNodeAdapter({
@@ -47,7 +43,36 @@ export function createOnePortServer(options: OnePortServerOptions): OnePortServe
     // Hono's listener accepts both HTTP/1.1 and HTTP/2 compat objects; only the typings differ.
     fallback: getRequestListener(options.fetch) as unknown as ConnectNodeAdapterOptions["fallback"],
   });
+  const server = createDualProtocolServer(rpcAndRoutes as HttpHandler);
+  return {
+    listen: server.listen,
+    inFlight: server.inFlight,
+    close: (graceMs) => server.close(graceMs, () => shutdown.abort()),
+  };
+}
 
+export type HttpHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+export interface DualProtocolServer {
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** Requests being handled right now. */
+  inFlight(): number;
+  /**
+   * Stops accepting connections, lets in-flight requests finish for up to graceMs, then
+   * closes every connection. onDrained runs between the two (e.g. to abort handlers).
+   */
+  close(graceMs: number, onDrained?: () => void): Promise<void>;
+}
+
+/**
+ * One plaintext port for HTTP/1.1 and h2c. Node's http2 server only accepts HTTP/1.1 next to
+ * HTTP/2 over TLS (ALPN), so a TCP server reads the first bytes of each connection and hands
+ * the socket to an HTTP/1.1 or an HTTP/2 server. Used by the services and by mesh/local.
+ */
+export function createDualProtocolServer(handler: HttpHandler): DualProtocolServer {
   let inFlight = 0;
   let draining = false;
   const idleWaiters = new Set<() => void>();
@@ -61,7 +86,7 @@ export function createOnePortServer(options: OnePortServerOptions): OnePortServe
       if (inFlight === 0) for (const wake of idleWaiters) wake();
     });
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
-    rpcAndRoutes(req, res);
+    handler(req, res);
   };
 
   const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, handle);
@@ -105,7 +130,7 @@ export function createOnePortServer(options: OnePortServerOptions): OnePortServe
       });
     },
     inFlight: () => inFlight,
-    async close(graceMs) {
+    async close(graceMs, onDrained) {
       draining = true;
       const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       for (const session of sessions) session.close(); // GOAWAY: no new streams
@@ -121,7 +146,7 @@ export function createOnePortServer(options: OnePortServerOptions): OnePortServe
           idleWaiters.add(done);
         });
       }
-      shutdown.abort();
+      onDrained?.();
       h1.closeAllConnections();
       h1.close(() => {}); // stops its connection-tracking timer
       for (const session of sessions) session.destroy();

@@ -1,0 +1,152 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import {
+  connectNodeAdapter,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { CatalogService, ProductSchema } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
+import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
+import { rpcError } from "@thinmesh/platform/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createIngress, type Hop } from "../src/ingress.js";
+import type { IngressConfig } from "../src/istio.js";
+
+const seen: { path: string; headers: Record<string, string | string[] | undefined> }[] = [];
+function fakeCatalog(): DualProtocolServer {
+  return createDualProtocolServer(
+    connectNodeAdapter({
+      routes(router) {
+        router.service(CatalogService, {
+          async listProducts(_request, context) {
+            seen.push({ path: "ListProducts", headers: Object.fromEntries(context.requestHeader) });
+            return { products: [create(ProductSchema, { sku: "MUG-1", name: "Mug" })] };
+          },
+          async getProduct(request) {
+            throw new ConnectError(`no product with id "${request.id}"`, Code.NotFound);
+          },
+        });
+      },
+    }) as Parameters<typeof createDualProtocolServer>[0],
+  );
+}
+
+const config: IngressConfig = {
+  gateway: {} as IngressConfig["gateway"],
+  notEnforced: [],
+  routes: [
+    {
+      name: "catalog",
+      match: [{ uri: { prefix: "/shop.catalog.v1.CatalogService/" } }],
+      route: [{ destination: { host: "catalog" } }],
+    },
+    {
+      name: "down",
+      match: [{ uri: { prefix: "/down/" } }],
+      route: [{ destination: { host: "order" } }],
+    },
+    {
+      name: "unknown",
+      match: [{ uri: { prefix: "/nobody/" } }],
+      route: [{ destination: { host: "nobody" } }],
+    },
+  ],
+};
+
+let catalog: DualProtocolServer;
+let ingress: DualProtocolServer;
+let ingressUrl: string;
+const hops: Hop[] = [];
+
+beforeAll(async () => {
+  catalog = fakeCatalog();
+  const catalogPort = (await catalog.listen(0, "127.0.0.1")).port;
+  const closed = createDualProtocolServer(() => {});
+  const closedPort = (await closed.listen(0, "127.0.0.1")).port;
+  await closed.close(0); // nothing listens there any more
+  ingress = createIngress({
+    config,
+    upstream: (workload) =>
+      ({ catalog: `http://127.0.0.1:${catalogPort}`, order: `http://127.0.0.1:${closedPort}` })[
+        workload
+      ],
+    onHop: (hop) => hops.push(hop),
+  });
+  ingressUrl = `http://127.0.0.1:${(await ingress.listen(0, "127.0.0.1")).port}`;
+});
+afterAll(async () => {
+  await ingress?.close(1000);
+  await catalog?.close(1000);
+});
+
+describe("the local ingress gateway", () => {
+  it.each([
+    [
+      "Connect over HTTP/1.1",
+      () => createConnectTransport({ baseUrl: ingressUrl, httpVersion: "1.1" }),
+    ],
+    ["Connect over h2c", () => createConnectTransport({ baseUrl: ingressUrl, httpVersion: "2" })],
+    ["gRPC", () => createGrpcTransport({ baseUrl: ingressUrl })],
+    ["gRPC-Web", () => createGrpcWebTransport({ baseUrl: ingressUrl, httpVersion: "1.1" })],
+  ])("proxies %s, errors included", async (_name, transport) => {
+    const client = createClient(CatalogService, transport());
+    const { products } = await client.listProducts({});
+    expect(products[0]?.sku).toBe("MUG-1");
+    // A gRPC status travels in trailers: this fails unless the proxy forwards them.
+    const error = await rpcError(client.getProduct({ id: "p-1" }));
+    expect(error.code).toBe(Code.NotFound);
+    expect(error.rawMessage).toBe('no product with id "p-1"');
+  });
+
+  it("adds x-request-id and keeps the caller's trace headers", async () => {
+    seen.length = 0;
+    const client = createClient(
+      CatalogService,
+      createConnectTransport({ baseUrl: ingressUrl, httpVersion: "1.1" }),
+    );
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    await client.listProducts({}, { headers: { traceparent } });
+    await client.listProducts({}, { headers: { "x-request-id": "mine" } });
+    expect(seen[0]?.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(seen[0]?.headers.traceparent).toBe(traceparent);
+    expect(seen[1]?.headers["x-request-id"]).toBe("mine");
+  });
+
+  it("answers 404 where no route matches, as Envoy does", async () => {
+    const response = await fetch(`${ingressUrl}/shop.events.v1.EventSinkService/Deliver`, {
+      method: "POST",
+    });
+    expect(response.status).toBe(404);
+    expect(hops.at(-1)).toMatchObject({ status: 404, flags: "NR", destination: undefined });
+  });
+
+  it("retries a refused connection twice, then answers 503", async () => {
+    const response = await fetch(`${ingressUrl}/down/x`, { method: "POST", body: "{}" });
+    expect(response.status).toBe(503);
+    expect(await response.text()).toMatch(/upstream connect error/);
+    expect(hops.at(-1)).toMatchObject({
+      status: 503,
+      flags: "UF,URX",
+      attempts: 3,
+      destination: "order",
+    });
+  });
+
+  it("answers 503 for a destination with no instance", async () => {
+    const response = await fetch(`${ingressUrl}/nobody/x`, { method: "POST" });
+    expect(response.status).toBe(503);
+    expect(hops.at(-1)).toMatchObject({ flags: "UH" });
+  });
+
+  it("records every hop", () => {
+    const ok = hops.find((h) => h.status === 200);
+    expect(ok).toMatchObject({
+      source: "ingress",
+      destination: "catalog",
+      route: "catalog",
+      attempts: 1,
+    });
+    expect(ok?.durationMs).toBeGreaterThan(0);
+  });
+});
