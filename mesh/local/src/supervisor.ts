@@ -17,8 +17,10 @@ export interface SupervisorEvents {
 export interface Supervised {
   readonly name: string;
   pid(): number | undefined;
-  /** SIGTERM, then SIGKILL after graceMs; no restart. */
+  /** SIGTERM, then SIGKILL after graceMs; no restart until start(). */
   stop(graceMs?: number): Promise<void>;
+  /** Starts a stopped workload again. */
+  start(): void;
 }
 
 /**
@@ -59,6 +61,12 @@ export function supervise(spec: ProcessSpec, events: SupervisorEvents): Supervis
   return {
     name: spec.name,
     pid: () => child?.pid,
+    start() {
+      if (!stopping) return;
+      stopping = false;
+      restarts = 0;
+      run();
+    },
     async stop(graceMs = 15_000) {
       stopping = true;
       clearTimeout(restartTimer);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net";
@@ -33,6 +34,8 @@ const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** Connect (Connect, gRPC, gRPC-Web) and a Hono app's routes on one dual-protocol port. */
 export function createOnePortServer(options: OnePortServerOptions): OnePortServer {
   const shutdown = new AbortController();
+  // Every in-flight request listens on this signal; that many listeners is expected.
+  setMaxListeners(0, shutdown.signal);
   const rpcAndRoutes = connectNodeAdapter({
     routes: options.routes,
     interceptors: options.interceptors,

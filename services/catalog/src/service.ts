@@ -4,6 +4,7 @@ import { catalogConfigSchema } from "./config.js";
 import { schema } from "./db/schema.js";
 import type { NewProduct } from "./domain/product.js";
 import { loadSeedFile, SeedFileError, seedProducts } from "./domain/seed.js";
+import { catalogEventHandlers, catalogProduces } from "./events.js";
 import { catalogRpc } from "./rpc.js";
 import { createProductStore } from "./store.js";
 
@@ -11,7 +12,7 @@ export const catalogService: ServiceDefinition<typeof catalogConfigSchema, typeo
   name: "catalog",
   config: catalogConfigSchema,
   database: { schema, migrationsFolder: fileURLToPath(new URL("../drizzle", import.meta.url)) },
-  async create({ config, database, logger }) {
+  async create({ config, database, logger, eventBus }) {
     const store = createProductStore(database.db);
     // The seed file is read now, so a bad one stops the start instead of being retried as if
     // the database were not ready yet.
@@ -23,6 +24,9 @@ export const catalogService: ServiceDefinition<typeof catalogConfigSchema, typeo
         issuer: config.AUTH_ISSUER,
         audience: config.AUTH_AUDIENCE,
       }),
+      // StockReserved and StockRejected go to their subscriber (order, at ORDER_URL) through
+      // the outbox; the saga's events for the catalog arrive at EventSinkService.
+      events: { bus: eventBus(catalogProduces), consumes: catalogEventHandlers(logger) },
       onDatabaseReady: seed
         ? async () => {
             const inserted = await seedProducts(store, seed);

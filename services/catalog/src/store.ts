@@ -1,7 +1,13 @@
-import type { AppDatabase } from "@thinmesh/platform";
+import type { AnyExecutor, AppDatabase } from "@thinmesh/platform";
 import { asc, eq, gt, inArray, sql } from "drizzle-orm";
-import { products, type schema } from "./db/schema.js";
+import { products, reservationLines, reservations, type schema } from "./db/schema.js";
 import type { NewProduct, Product, ProductStore } from "./domain/product.js";
+import type {
+  Reservation,
+  ReservationLine,
+  ReservationStore,
+  ReservationTotal,
+} from "./domain/reservation.js";
 
 type ProductRow = typeof products.$inferSelect;
 
@@ -99,4 +105,144 @@ function productOf(row: ProductRow): Product {
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
   };
+}
+
+/**
+ * Reservations on drizzle, inside the transaction given (an event handler's). Products are
+ * always locked in id order, after the order's reservation row, so that concurrent handlers
+ * (and SetStock, which locks one product) cannot deadlock.
+ */
+export function createReservationStore(tx: AnyExecutor): ReservationStore {
+  return {
+    async insertIfAbsent(orderId, status) {
+      // ON CONFLICT DO NOTHING waits for a concurrent insert of the same order to commit or
+      // roll back, so one transaction at a time decides for an order.
+      const rows = await tx
+        .insert(reservations)
+        .values({ orderId, status })
+        .onConflictDoNothing({ target: reservations.orderId })
+        .returning({ orderId: reservations.orderId });
+      return rows.length > 0;
+    },
+
+    async lockReservation(orderId) {
+      const [row] = await tx
+        .select()
+        .from(reservations)
+        .where(eq(reservations.orderId, orderId))
+        .for("update");
+      return row && { ...row, lines: await linesOf(tx, orderId) };
+    },
+
+    async lockProducts(ids) {
+      if (ids.length === 0) return [];
+      // FOR UPDATE locks the rows in the ORDER BY's order.
+      return tx
+        .select({ id: products.id, sku: products.sku, stockAvailable: products.stockAvailable })
+        .from(products)
+        .where(inArray(products.id, ids))
+        .orderBy(asc(products.id))
+        .for("update");
+    },
+
+    async takeStock(orderId, lines) {
+      // products_stock_available_not_negative stays the last line of defence: a line that
+      // does not fit fails the whole transaction.
+      await addStock(tx, lines, -1);
+      if (lines.length > 0) {
+        await tx.insert(reservationLines).values(lines.map((line) => ({ orderId, ...line })));
+      }
+    },
+
+    async returnStock(lines) {
+      await addStock(tx, lines, 1);
+    },
+
+    async setStatus(orderId, status) {
+      await tx
+        .update(reservations)
+        .set({ status, updatedAt: sql`now()` })
+        .where(eq(reservations.orderId, orderId));
+    },
+
+    async deleteReservation(orderId) {
+      await tx.delete(reservations).where(eq(reservations.orderId, orderId));
+    },
+  };
+}
+
+/** Changes stock_available by each line's quantity times sign, one product at a time in id order. */
+async function addStock(tx: AnyExecutor, lines: readonly ReservationLine[], sign: 1 | -1) {
+  const sorted = [...lines].sort((a, b) => compareIds(a.productId, b.productId));
+  for (const line of sorted) {
+    await tx
+      .update(products)
+      .set({
+        stockAvailable: sql`${products.stockAvailable} + ${sign * line.quantity}`,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(products.id, line.productId));
+  }
+}
+
+const compareIds = (a: string, b: string) => {
+  const [x, y] = [a.toLowerCase(), b.toLowerCase()];
+  return x < y ? -1 : x > y ? 1 : 0;
+};
+
+async function linesOf(db: AnyExecutor, orderId: string): Promise<ReservationLine[]> {
+  return db
+    .select({ productId: reservationLines.productId, quantity: reservationLines.quantity })
+    .from(reservationLines)
+    .where(eq(reservationLines.orderId, orderId))
+    .orderBy(asc(reservationLines.productId));
+}
+
+/**
+ * For invariant checks: every product with the units its reservations hold (reserved) and the
+ * units sold to confirmed orders (committed), in SKU order. Works on any handle on the
+ * catalog's database (the service's own, or one a test opened with any schema).
+ */
+export async function reservationTotals(db: AnyExecutor): Promise<ReservationTotal[]> {
+  const unitsIn = (status: Reservation["status"]) => {
+    const sum = sql`sum(${reservationLines.quantity}) filter (where ${reservations.status} = ${status})`;
+    return sql<number>`coalesce(${sum}, 0)::int`.mapWith(Number);
+  };
+  return db
+    .select({
+      productId: products.id,
+      sku: products.sku,
+      stockAvailable: products.stockAvailable,
+      reserved: unitsIn("reserved"),
+      committed: unitsIn("committed"),
+    })
+    .from(products)
+    .leftJoin(reservationLines, eq(reservationLines.productId, products.id))
+    .leftJoin(reservations, eq(reservations.orderId, reservationLines.orderId))
+    .groupBy(products.id)
+    .orderBy(asc(products.sku));
+}
+
+/** For invariant checks: the reservations of these orders (all when none are given), with lines. */
+export async function listReservations(
+  db: AnyExecutor,
+  orderIds?: readonly string[],
+): Promise<Reservation[]> {
+  if (orderIds?.length === 0) return [];
+  const rows = await db
+    .select()
+    .from(reservations)
+    .where(orderIds ? inArray(reservations.orderId, [...orderIds]) : undefined)
+    .orderBy(asc(reservations.orderId));
+  const lines = await db
+    .select()
+    .from(reservationLines)
+    .where(orderIds ? inArray(reservationLines.orderId, [...orderIds]) : undefined)
+    .orderBy(asc(reservationLines.orderId), asc(reservationLines.productId));
+  return rows.map((row) => ({
+    ...row,
+    lines: lines
+      .filter((line) => line.orderId === row.orderId)
+      .map(({ productId, quantity }) => ({ productId, quantity })),
+  }));
 }

@@ -11,6 +11,7 @@ import { catalogService } from "../src/service.js";
 import {
   connectClient,
   newProduct,
+  noOrderService,
   openTestStore,
   startTestCatalog,
   type TestStore,
@@ -166,6 +167,7 @@ describe("seeding on start", () => {
         catalogService,
         testEnv(database, {
           AUTH_JWKS_URL: issuer.jwksUrl,
+          ORDER_URL: noOrderService,
           SEED_PRODUCTS: "true",
           SEED_FILE: path,
         }),

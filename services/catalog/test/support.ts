@@ -26,7 +26,7 @@ export interface TestStore {
   testDatabase: TestDatabase;
   database: Database<typeof schema>;
   store: ProductStore;
-  /** Empties the products table. */
+  /** Empties the products and reservations tables. */
   truncate(): Promise<void>;
   close(): Promise<void>;
 }
@@ -39,18 +39,25 @@ export async function openTestStore(label: string): Promise<TestStore> {
     database,
     store: createProductStore(database.db),
     truncate: async () => {
-      await database.db.execute(sql`truncate table products`);
+      await database.db.execute(sql`truncate table reservation_lines, reservations, products`);
     },
     close: () => database.close(),
   };
 }
 
 export interface TestCatalog {
-  service: RunningService;
+  service: RunningService<typeof schema>;
   issuer: TestIssuer;
   testDatabase: TestDatabase;
   stop(): Promise<void>;
 }
+
+/**
+ * Where the catalog's outbox relay delivers StockReserved and StockRejected unless a test
+ * says otherwise (ORDER_URL is required once the catalog publishes events): nothing listens
+ * there, so deliveries fail and wait for a retry that never matters to the test.
+ */
+export const noOrderService = "http://127.0.0.1:9";
 
 /** The catalog service on a free port, trusting a test issuer's keys. */
 export async function startTestCatalog(
@@ -61,7 +68,7 @@ export async function startTestCatalog(
   const testDatabase = await createTestDatabase(label);
   const service = await startService(
     catalogService,
-    testEnv(testDatabase, { AUTH_JWKS_URL: issuer.jwksUrl, ...extra }),
+    testEnv(testDatabase, { AUTH_JWKS_URL: issuer.jwksUrl, ORDER_URL: noOrderService, ...extra }),
   );
   await service.ready;
   return {

@@ -4,8 +4,10 @@ import {
   char,
   check,
   customType,
+  index,
   integer,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   uuid,
@@ -41,4 +43,46 @@ export const products = pgTable(
   ],
 );
 
-export const schema = { products };
+/** What happened to the stock an order asked for (the order saga). */
+export const reservationStatuses = ["reserved", "committed", "released"] as const;
+
+/**
+ * One row per order the catalog has heard of: its lines' units left stock_available in the
+ * same transaction as this row was written (reserved), and stay sold (committed) or went back
+ * (released). An order whose reservation was rejected has no row; an OrderCancelled that
+ * arrives first leaves a released row with no lines, so a late OrderPlaced reserves nothing.
+ */
+export const reservations = pgTable(
+  "reservations",
+  {
+    // The order service's id, as the events carry it.
+    orderId: text("order_id").primaryKey(),
+    status: text("status", { enum: reservationStatuses }).notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    check("reservations_status_known", sql`${t.status} in ('reserved', 'committed', 'released')`),
+  ],
+);
+
+/** The units of each product an order holds: one row per product (an order's lines merged). */
+export const reservationLines = pgTable(
+  "reservation_lines",
+  {
+    orderId: text("order_id")
+      .notNull()
+      .references(() => reservations.orderId, { onDelete: "cascade" }),
+    productId: uuid("product_id")
+      .notNull()
+      .references(() => products.id),
+    quantity: integer("quantity").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orderId, t.productId] }),
+    index("reservation_lines_product").on(t.productId),
+    check("reservation_lines_quantity_positive", sql`${t.quantity} > 0`),
+  ],
+);
+
+export const schema = { products, reservations, reservationLines };

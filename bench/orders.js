@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+// Places orders at a fixed concurrency for a fixed time through the local ingress (and, for
+// comparison, directly to the order service), against the real Postgres, then checks the
+// saga's invariants. Usage (after npm run build):
+//   node bench/orders.js [--seconds 30] [--concurrency 32] [--direct-seconds 10]
+// Prints confirmed orders/s, PlaceOrder p50/p99 and time-to-CONFIRMED p50/p99.
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { checkInvariants, settle, snapshotStock } from "../mesh/local/dist/invariants.js";
+import { devAdmin, startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "30" },
+    concurrency: { type: "string", default: "32" },
+    "direct-seconds": { type: "string", default: "10" },
+  },
+});
+const seconds = Number(values.seconds);
+const concurrency = Number(values.concurrency);
+const directSeconds = Number(values["direct-seconds"]);
+const serverUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const root = join(import.meta.dirname, "..");
+const prefix = `bench_orders_${randomBytes(3).toString("hex")}`;
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+const percentile = (sorted, p) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+async function rpc(base, path, body, token) {
+  const response = await fetch(`${base}/${path}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(token && { authorization: `Bearer ${token}` }),
+    },
+    body: JSON.stringify(body),
+  });
+  const json = await response.json();
+  if (!response.ok) throw new Error(`${path}: ${json.code} ${json.message}`);
+  return json;
+}
+
+const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-bench-"));
+const shop = await startLocalShop({
+  root,
+  ingressPort: await freePort(),
+  basePort: await freePort(),
+  databaseUrl: serverUrl,
+  databasePrefix: prefix,
+  dataDir,
+  logLevel: "warn",
+  env: {
+    catalog: { OUTBOX_POLL_MS: "200" },
+    order: { OUTBOX_POLL_MS: "200" },
+    payment: { OUTBOX_POLL_MS: "200" },
+  },
+  events: {
+    line: (name, line) => /"level":"(error|fatal)"/.test(line) && console.error(name, line),
+    event: () => {},
+  },
+  onHop: () => {},
+});
+const urls = Object.fromEntries(
+  workloadNames.map((name) => {
+    const url = new URL(serverUrl);
+    url.pathname = `/${prefix}_${name}`;
+    return [name, url.toString()];
+  }),
+);
+
+try {
+  await shop.ready(90_000);
+  const ingress = shop.ingressUrl;
+  const admin = (await rpc(ingress, "shop.auth.v1.AuthService/Login", devAdmin)).tokens.accessToken;
+  const products = [];
+  for (let i = 0; i < 8; i++) {
+    const { product } = await rpc(
+      ingress,
+      "shop.catalog.v1.CatalogService/CreateProduct",
+      {
+        sku: `BENCH-${i}-${randomBytes(2).toString("hex").toUpperCase()}`,
+        name: `Bench ${i}`,
+        price: { currencyCode: "EUR", amountMinor: "990" },
+        initialStock: 1_000_000,
+      },
+      admin,
+    );
+    products.push(product);
+  }
+  const users = [];
+  for (let i = 0; i < concurrency; i++) {
+    const email = `bench-${randomUUID().slice(0, 8)}@example.com`;
+    await rpc(ingress, "shop.auth.v1.AuthService/Register", {
+      email,
+      password: "benchmark password",
+    });
+    users.push(
+      (
+        await rpc(ingress, "shop.auth.v1.AuthService/Login", {
+          email,
+          password: "benchmark password",
+        })
+      ).tokens.accessToken,
+    );
+  }
+  const before = await snapshotStock(urls);
+
+  async function phase(label, base, durationSeconds) {
+    const latencies = [];
+    let failures = 0;
+    const started = performance.now();
+    const deadline = started + durationSeconds * 1000;
+    const sinceMs = Date.now();
+    await Promise.all(
+      users.map(async (token, worker) => {
+        for (let n = 0; performance.now() < deadline; n++) {
+          const product = products[(worker + n) % products.length];
+          const t0 = performance.now();
+          try {
+            await rpc(
+              base,
+              "shop.order.v1.OrderService/PlaceOrder",
+              {
+                idempotencyKey: randomUUID(),
+                items: [{ productId: product.id, quantity: 1 }],
+                paymentToken: "tok_test_visa",
+              },
+              token,
+            );
+            latencies.push(performance.now() - t0);
+          } catch (error) {
+            failures++;
+            if (failures < 5) console.error(`${label}: ${error.message}`);
+          }
+        }
+      }),
+    );
+    const placingSeconds = (performance.now() - started) / 1000;
+    await settle(urls, 120_000);
+    const sql = postgres(urls.order, { max: 1, onnotice: () => {} });
+    const rows = await sql`
+      select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
+        from orders where status = 'CONFIRMED' and created_at >= ${new Date(sinceMs)}`;
+    await sql.end();
+    const confirmed = rows.length;
+    const lastConfirmed = Math.max(...rows.map((r) => r.updated_at.getTime()));
+    const sustainedSeconds = (lastConfirmed - sinceMs) / 1000;
+    latencies.sort((a, b) => a - b);
+    const toConfirmed = rows.map((r) => Number(r.ms)).sort((a, b) => a - b);
+    return {
+      label,
+      placed: latencies.length,
+      failures,
+      placingSeconds,
+      confirmedPerSecond: confirmed / sustainedSeconds,
+      placeP50: percentile(latencies, 50),
+      placeP99: percentile(latencies, 99),
+      confirmP50: percentile(toConfirmed, 50),
+      confirmP99: percentile(toConfirmed, 99),
+    };
+  }
+
+  const results = [];
+  if (directSeconds > 0)
+    results.push(await phase("direct to order", shop.workloadUrls.order, directSeconds));
+  results.push(await phase("through the ingress", ingress, seconds));
+  const report = await checkInvariants(urls, before);
+
+  console.log(`\nconcurrency ${concurrency}; ${os()}`);
+  console.log(
+    "phase                   placed  failed  confirmed/s  PlaceOrder p50/p99     to CONFIRMED p50/p99",
+  );
+  for (const r of results) {
+    console.log(
+      `${r.label.padEnd(22)} ${String(r.placed).padStart(7)} ${String(r.failures).padStart(7)} ${r.confirmedPerSecond.toFixed(0).padStart(12)}  ${r.placeP50.toFixed(1).padStart(7)} / ${r.placeP99.toFixed(1).padStart(6)} ms  ${r.confirmP50.toFixed(0).padStart(8)} / ${r.confirmP99.toFixed(0)} ms`,
+    );
+  }
+  if (results.length === 2) {
+    const [direct, mesh] = results;
+    console.log(
+      `ingress / direct: PlaceOrder p50 ×${(mesh.placeP50 / direct.placeP50).toFixed(2)}, p99 ×${(mesh.placeP99 / direct.placeP99).toFixed(2)}; confirmed/s ×${(mesh.confirmedPerSecond / direct.confirmedPerSecond).toFixed(2)}`,
+    );
+  }
+  console.log(
+    `orders ${report.orders.total}: ${report.orders.confirmed} confirmed, ${report.orders.cancelled} cancelled; invariants: ${report.violations.length ? report.violations.join("; ") : "all hold (none lost or stuck)"}`,
+  );
+  process.exitCode = report.violations.length ? 1 : 0;
+} finally {
+  await shop.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+  const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  for (const name of workloadNames)
+    await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
+  await sql.end();
+}
+
+function os() {
+  return `node ${process.version}`;
+}

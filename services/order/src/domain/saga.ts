@@ -1,0 +1,162 @@
+import { formatMoney, sameMoney } from "./money.js";
+import type { Money, OrderHead, OrderStatus, TimelineEntry } from "./order.js";
+
+/** What the other services tell the order saga (design.md, section 3). */
+export type SagaEvent =
+  | { kind: "stock_reserved"; orderId: string }
+  | { kind: "stock_rejected"; orderId: string; reason: string; productIds: string[] }
+  | { kind: "payment_captured"; orderId: string; paymentId: string; amount: Money | undefined }
+  | { kind: "payment_declined"; orderId: string; paymentId: string; reason: string };
+
+export type SagaEventKind = SagaEvent["kind"];
+
+export interface SagaTransition {
+  from: OrderStatus;
+  to: OrderStatus;
+  /** The timeline's name for the step. */
+  step: string;
+}
+
+/**
+ * The saga's state machine: each event moves an order from exactly one status to the next.
+ * CONFIRMED and CANCELLED are final.
+ */
+export const sagaTransitions: Readonly<Record<SagaEventKind, SagaTransition>> = {
+  stock_reserved: { from: "PENDING", to: "AWAITING_PAYMENT", step: "stock reserved" },
+  stock_rejected: { from: "PENDING", to: "CANCELLED", step: "stock rejected" },
+  payment_captured: { from: "AWAITING_PAYMENT", to: "CONFIRMED", step: "payment captured" },
+  payment_declined: { from: "AWAITING_PAYMENT", to: "CANCELLED", step: "payment declined" },
+};
+
+export type TransitionCheck =
+  | { allowed: true; transition: SagaTransition }
+  | { allowed: false; reason: string };
+
+/** Whether an event fits an order in the given status. */
+export function transitionFor(status: OrderStatus, kind: SagaEventKind): TransitionCheck {
+  const transition = sagaTransitions[kind];
+  if (status === transition.from) return { allowed: true, transition };
+  return {
+    allowed: false,
+    reason: `${transition.step} applies to orders in ${transition.from}, but this one is ${status} (a duplicate or out-of-order event)`,
+  };
+}
+
+/** The event the order publishes after a step, if any (the next service's cue). */
+export type FollowUp =
+  | {
+      kind: "payment_requested";
+      orderId: string;
+      userId: string;
+      amount: Money;
+      paymentToken: string;
+    }
+  | { kind: "order_confirmed"; orderId: string }
+  | { kind: "order_cancelled"; orderId: string; reason: string };
+
+export function followUpOf(event: SagaEvent, order: OrderHead): FollowUp | undefined {
+  switch (event.kind) {
+    case "stock_reserved":
+      return {
+        kind: "payment_requested",
+        orderId: order.id,
+        userId: order.userId,
+        amount: order.total,
+        paymentToken: order.paymentToken,
+      };
+    case "payment_captured":
+      return { kind: "order_confirmed", orderId: order.id };
+    case "payment_declined":
+      // The catalog releases the reservation on OrderCancelled (the compensation).
+      return { kind: "order_cancelled", orderId: order.id, reason: order.cancelReason };
+    case "stock_rejected":
+      // Nothing was reserved, so there is nothing to release.
+      return undefined;
+  }
+}
+
+/** Why a cancelled order was cancelled, as its owner reads it. */
+export function cancelReasonOf(event: SagaEvent): string | undefined {
+  switch (event.kind) {
+    case "stock_rejected":
+      return `stock could not be reserved: ${event.reason || "no reason given"}`;
+    case "payment_declined":
+      return `payment declined: ${event.reason || "no reason given"}`;
+    default:
+      return undefined;
+  }
+}
+
+/** The timeline's detail for a step. */
+export function detailOf(event: SagaEvent, total: Money | undefined): string {
+  switch (event.kind) {
+    case "stock_reserved":
+      return "every item is reserved";
+    case "stock_rejected":
+      return event.productIds.length
+        ? `${event.reason} (products ${event.productIds.join(", ")})`
+        : event.reason;
+    case "payment_captured": {
+      const captured = event.amount ? formatMoney(event.amount) : "an unstated amount";
+      const mismatch = event.amount && total && !sameMoney(event.amount, total);
+      return `payment ${event.paymentId} captured ${captured}${mismatch ? ` (the order total is ${formatMoney(total)})` : ""}`;
+    }
+    case "payment_declined":
+      return `payment ${event.paymentId} declined: ${event.reason}`;
+  }
+}
+
+/**
+ * Persistence the saga needs, bound to the transaction of the event being handled (so the
+ * inbox record, the change and the follow-up event commit together).
+ */
+export interface SagaStore {
+  /** The order's own fields (no items, no timeline), or undefined if there is none. */
+  head(orderId: string): Promise<OrderHead | undefined>;
+  /**
+   * Moves the order to transition.to only if it is still in transition.from (a conditional
+   * update), and appends the timeline entry. Resolves to the order after the change, or
+   * undefined when it was no longer in transition.from and nothing changed.
+   */
+  advance(
+    orderId: string,
+    transition: SagaTransition,
+    cancelReason: string | undefined,
+    entry: Omit<TimelineEntry, "time">,
+  ): Promise<OrderHead | undefined>;
+  publish(followUp: FollowUp): Promise<void>;
+}
+
+export type SagaOutcome =
+  | { applied: true; from: OrderStatus; to: OrderStatus; followUp: FollowUp | undefined }
+  | { applied: false; reason: string };
+
+/**
+ * Applies one saga event: a guarded state transition, its timeline entry and the follow-up
+ * event. An event for an unknown order or one that does not fit the order's status changes
+ * nothing; the outcome says why, for the log.
+ */
+export async function applySagaEvent(
+  store: SagaStore,
+  event: SagaEvent,
+  traceId: string,
+): Promise<SagaOutcome> {
+  const current = await store.head(event.orderId);
+  if (!current) return { applied: false, reason: `there is no order ${event.orderId}` };
+  const check = transitionFor(current.status, event.kind);
+  if (!check.allowed) return { applied: false, reason: check.reason };
+  const { transition } = check;
+  const order = await store.advance(event.orderId, transition, cancelReasonOf(event), {
+    step: transition.step,
+    status: transition.to,
+    traceId,
+    detail: detailOf(event, current.total),
+  });
+  // Another event moved the order between the read and the guarded update.
+  if (!order) {
+    return { applied: false, reason: `the order left ${transition.from} while this was applied` };
+  }
+  const followUp = followUpOf(event, order);
+  if (followUp) await store.publish(followUp);
+  return { applied: true, from: transition.from, to: transition.to, followUp };
+}

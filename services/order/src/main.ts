@@ -1,0 +1,4 @@
+import { runMain } from "@thinmesh/platform";
+import { orderService } from "./service.js";
+
+await runMain(orderService);

@@ -1,0 +1,208 @@
+import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
+import type { AnyExecutor, AppDatabase, EventBus, Executor, Publish } from "@thinmesh/platform";
+import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
+import { orderItems, orders, orderTimeline, type schema } from "./db/schema.js";
+import {
+  isUuid,
+  type Order,
+  type OrderHead,
+  type OrderItem,
+  type OrderStore,
+  type TimelineEntry,
+} from "./domain/order.js";
+import type { SagaStore } from "./domain/saga.js";
+import { orderPlacedEvent, publishFollowUp } from "./messages.js";
+
+type OrderExecutor = Executor<typeof schema>;
+type OrderRow = typeof orders.$inferSelect;
+
+/** PlaceOrder's, GetOrder's and ListOrders' persistence on drizzle (Postgres or PGlite). */
+export function createOrderStore(db: AppDatabase<typeof schema>, bus: EventBus): OrderStore {
+  return {
+    async findById(id) {
+      if (!isUuid(id)) return undefined;
+      const [row] = await db.select().from(orders).where(eq(orders.id, id));
+      return row && (await withDetails(db, [row]))[0];
+    },
+
+    async findByIdempotencyKey(userId, key) {
+      const [row] = await db
+        .select()
+        .from(orders)
+        .where(and(eq(orders.userId, userId), eq(orders.idempotencyKey, key)));
+      if (!row) return undefined;
+      const [order] = await withDetails(db, [row]);
+      return { order: order!, requestFingerprint: row.requestFingerprint };
+    },
+
+    async insertPlaced(order) {
+      return bus.transaction(async (tx, publish) => {
+        // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or
+        // roll back, so exactly one of several identical requests inserts; the others see no
+        // row here and commit nothing (no items, no event).
+        const [row] = await tx
+          .insert(orders)
+          .values({
+            id: order.id,
+            userId: order.userId,
+            idempotencyKey: order.idempotencyKey,
+            requestFingerprint: order.requestFingerprint,
+            status: "PENDING",
+            currency: order.total.currencyCode,
+            totalMinor: order.total.amountMinor,
+            paymentToken: order.paymentToken,
+            traceId: order.traceId,
+          })
+          .onConflictDoNothing({ target: [orders.userId, orders.idempotencyKey] })
+          .returning();
+        if (!row) return undefined;
+        await tx.insert(orderItems).values(
+          order.items.map((item, position) => ({
+            orderId: order.id,
+            position,
+            productId: item.productId,
+            sku: item.sku,
+            name: item.name,
+            quantity: item.quantity,
+            unitPriceMinor: item.unitPrice.amountMinor,
+            lineTotalMinor: item.lineTotal.amountMinor,
+          })),
+        );
+        await tx.insert(orderTimeline).values({ orderId: order.id, ...order.placed });
+        await publish(OrderPlacedSchema, orderPlacedEvent(order), order.id);
+        const [placed] = await withDetails(tx, [row]);
+        return placed;
+      });
+    },
+
+    async list(scope, after, limit) {
+      const rows = await db
+        .select()
+        .from(orders)
+        .where(
+          and(
+            scope === "all" ? undefined : eq(orders.userId, scope.userId),
+            // A row comparison, so that the (created_at desc, id desc) indexes serve the walk.
+            after
+              ? sql`(${orders.createdAt}, ${orders.id}) < (${after.createdAt.toISOString()}::timestamptz, ${after.id}::uuid)`
+              : undefined,
+          ),
+        )
+        .orderBy(desc(orders.createdAt), desc(orders.id))
+        .limit(limit);
+      return withDetails(db, rows);
+    },
+  };
+}
+
+/**
+ * The saga's persistence inside the transaction of the event being handled: the inbox
+ * record, the status change, its timeline entry and the follow-up event commit together.
+ */
+export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
+  const executor = tx as OrderExecutor;
+  return {
+    async head(orderId) {
+      // Event payloads are not validated like requests; a malformed id is simply unknown.
+      if (!isUuid(orderId)) return undefined;
+      const [row] = await executor.select().from(orders).where(eq(orders.id, orderId));
+      return row && headOf(row);
+    },
+
+    async advance(orderId, transition, cancelReason, entry) {
+      // Guarded by the expected status: of two events racing for one order, one moves it.
+      const [row] = await executor
+        .update(orders)
+        .set({
+          status: transition.to,
+          updatedAt: sql`now()`,
+          ...(cancelReason === undefined ? {} : { cancelReason }),
+        })
+        .where(and(eq(orders.id, orderId), eq(orders.status, transition.from)))
+        .returning();
+      if (!row) return undefined;
+      await executor.insert(orderTimeline).values({ orderId, ...entry });
+      return headOf(row);
+    },
+
+    publish: (followUp) => publishFollowUp(publish, followUp),
+  };
+}
+
+function headOf(row: OrderRow): OrderHead {
+  return {
+    id: row.id,
+    userId: row.userId,
+    status: row.status,
+    total: { currencyCode: row.currency, amountMinor: row.totalMinor },
+    cancelReason: row.cancelReason,
+    traceId: row.traceId,
+    paymentToken: row.paymentToken,
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
+  };
+}
+
+/** The orders of the rows, in the rows' order, with their items and timelines (two queries). */
+async function withDetails(executor: OrderExecutor, rows: OrderRow[]): Promise<Order[]> {
+  if (rows.length === 0) return [];
+  const ids = rows.map((row) => row.id);
+  // One after the other: inside a transaction (and on PGlite) there is one connection.
+  const itemRows = await executor
+    .select()
+    .from(orderItems)
+    .where(inArray(orderItems.orderId, ids))
+    .orderBy(asc(orderItems.orderId), asc(orderItems.position));
+  const timelineRows = await executor
+    .select()
+    .from(orderTimeline)
+    .where(inArray(orderTimeline.orderId, ids))
+    .orderBy(asc(orderTimeline.seq));
+  // An order has one currency; its items carry only amounts.
+  const currencyOf = new Map(rows.map((row) => [row.id, row.currency]));
+  const itemsOf = groupBy(
+    itemRows,
+    (row) => row.orderId,
+    (row): OrderItem => {
+      const currencyCode = currencyOf.get(row.orderId)!;
+      return {
+        productId: row.productId,
+        sku: row.sku,
+        name: row.name,
+        quantity: row.quantity,
+        unitPrice: { currencyCode, amountMinor: row.unitPriceMinor },
+        lineTotal: { currencyCode, amountMinor: row.lineTotalMinor },
+      };
+    },
+  );
+  const timelineOf = groupBy(
+    timelineRows,
+    (row) => row.orderId,
+    (row): TimelineEntry => ({
+      step: row.step,
+      status: row.status,
+      time: row.createdAt,
+      traceId: row.traceId,
+      detail: row.detail,
+    }),
+  );
+  return rows.map((row) => {
+    const { paymentToken: _secret, ...head } = headOf(row);
+    return { ...head, items: itemsOf.get(row.id) ?? [], timeline: timelineOf.get(row.id) ?? [] };
+  });
+}
+
+function groupBy<Row, Value>(
+  rows: Row[],
+  keyOf: (row: Row) => string,
+  toValue: (row: Row) => Value,
+): Map<string, Value[]> {
+  const groups = new Map<string, Value[]>();
+  for (const row of rows) {
+    const key = keyOf(row);
+    const group = groups.get(key) ?? [];
+    group.push(toValue(row));
+    groups.set(key, group);
+  }
+  return groups;
+}

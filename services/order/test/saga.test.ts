@@ -1,0 +1,242 @@
+// The order saga's state machine and its steps, without a database: every transition is
+// allowed from exactly one status and refused from every other.
+import { randomUUID } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { type OrderHead, type OrderStatus, orderStatuses } from "../src/domain/order.js";
+import {
+  applySagaEvent,
+  type FollowUp,
+  type SagaEvent,
+  type SagaEventKind,
+  type SagaStore,
+  sagaTransitions,
+  transitionFor,
+} from "../src/domain/saga.js";
+
+const expected: Record<SagaEventKind, [OrderStatus, OrderStatus]> = {
+  stock_reserved: ["PENDING", "AWAITING_PAYMENT"],
+  stock_rejected: ["PENDING", "CANCELLED"],
+  payment_captured: ["AWAITING_PAYMENT", "CONFIRMED"],
+  payment_declined: ["AWAITING_PAYMENT", "CANCELLED"],
+};
+const kinds = Object.keys(expected) as SagaEventKind[];
+const pairs = kinds.flatMap((kind) => orderStatuses.map((status) => [kind, status] as const));
+
+describe("transitionFor", () => {
+  it.each(pairs)("%s on a %s order", (kind, status) => {
+    const [from, to] = expected[kind];
+    const check = transitionFor(status, kind);
+    if (status === from) {
+      expect(check).toEqual({ allowed: true, transition: expect.objectContaining({ from, to }) });
+    } else {
+      expect(check.allowed).toBe(false);
+      expect(!check.allowed && check.reason).toContain(status);
+    }
+  });
+
+  it("leaves CONFIRMED and CANCELLED final", () => {
+    for (const status of ["CONFIRMED", "CANCELLED"] as const) {
+      expect(kinds.filter((kind) => transitionFor(status, kind).allowed)).toEqual([]);
+    }
+  });
+
+  it("names every step for the timeline", () => {
+    expect(Object.values(sagaTransitions).map((t) => t.step)).toEqual([
+      "stock reserved",
+      "stock rejected",
+      "payment captured",
+      "payment declined",
+    ]);
+  });
+});
+
+/** An in-memory SagaStore over one order, recording what the step did. */
+function memoryStore(status: OrderStatus | undefined) {
+  const order: OrderHead | undefined = status && {
+    id: randomUUID(),
+    userId: "user-1",
+    status,
+    total: { currencyCode: "EUR", amountMinor: 2580n },
+    cancelReason: "",
+    traceId: "t-placed",
+    paymentToken: "tok_test_visa",
+    createdAt: new Date(),
+    updatedAt: new Date(),
+  };
+  const timeline: unknown[] = [];
+  const published: FollowUp[] = [];
+  const store: SagaStore = {
+    async head(id) {
+      return order && id === order.id ? { ...order } : undefined;
+    },
+    async advance(id, transition, cancelReason, entry) {
+      if (!order || id !== order.id || order.status !== transition.from) return undefined;
+      order.status = transition.to;
+      if (cancelReason !== undefined) order.cancelReason = cancelReason;
+      timeline.push(entry);
+      return { ...order };
+    },
+    async publish(followUp) {
+      published.push(followUp);
+    },
+  };
+  return { store, order, timeline, published, orderId: order?.id ?? randomUUID() };
+}
+
+describe("applySagaEvent", () => {
+  it("reserves, requests the payment of the total with the order's token", async () => {
+    const m = memoryStore("PENDING");
+    const outcome = await applySagaEvent(
+      m.store,
+      { kind: "stock_reserved", orderId: m.orderId },
+      "trace-1",
+    );
+    expect(outcome).toMatchObject({ applied: true, from: "PENDING", to: "AWAITING_PAYMENT" });
+    expect(m.order?.status).toBe("AWAITING_PAYMENT");
+    expect(m.timeline).toEqual([
+      expect.objectContaining({
+        step: "stock reserved",
+        status: "AWAITING_PAYMENT",
+        traceId: "trace-1",
+      }),
+    ]);
+    expect(m.published).toEqual([
+      {
+        kind: "payment_requested",
+        orderId: m.orderId,
+        userId: "user-1",
+        amount: { currencyCode: "EUR", amountMinor: 2580n },
+        paymentToken: "tok_test_visa",
+      },
+    ]);
+  });
+
+  it("cancels on rejected stock with the reason and publishes nothing", async () => {
+    const m = memoryStore("PENDING");
+    const event: SagaEvent = {
+      kind: "stock_rejected",
+      orderId: m.orderId,
+      reason: "only 1 of MUG-BLUE left",
+      productIds: ["p1"],
+    };
+    expect(await applySagaEvent(m.store, event, "t")).toMatchObject({
+      applied: true,
+      to: "CANCELLED",
+    });
+    expect(m.order?.cancelReason).toContain("only 1 of MUG-BLUE left");
+    expect(m.timeline).toEqual([
+      expect.objectContaining({ detail: expect.stringContaining("p1") }),
+    ]);
+    expect(m.published).toEqual([]);
+  });
+
+  it("confirms a captured payment and publishes OrderConfirmed", async () => {
+    const m = memoryStore("AWAITING_PAYMENT");
+    const event: SagaEvent = {
+      kind: "payment_captured",
+      orderId: m.orderId,
+      paymentId: "pay-1",
+      amount: { currencyCode: "EUR", amountMinor: 2580n },
+    };
+    expect(await applySagaEvent(m.store, event, "t")).toMatchObject({
+      applied: true,
+      to: "CONFIRMED",
+    });
+    expect(m.published).toEqual([{ kind: "order_confirmed", orderId: m.orderId }]);
+    expect(m.timeline).toEqual([
+      expect.objectContaining({ detail: "payment pay-1 captured EUR 25.80" }),
+    ]);
+  });
+
+  it("notes a captured amount that differs from the total", async () => {
+    const m = memoryStore("AWAITING_PAYMENT");
+    await applySagaEvent(
+      m.store,
+      {
+        kind: "payment_captured",
+        orderId: m.orderId,
+        paymentId: "pay-1",
+        amount: { currencyCode: "EUR", amountMinor: 100n },
+      },
+      "t",
+    );
+    expect(m.timeline).toEqual([
+      expect.objectContaining({ detail: expect.stringContaining("the order total is EUR 25.80") }),
+    ]);
+  });
+
+  it("cancels a declined payment and publishes OrderCancelled with the reason", async () => {
+    const m = memoryStore("AWAITING_PAYMENT");
+    const event: SagaEvent = {
+      kind: "payment_declined",
+      orderId: m.orderId,
+      paymentId: "pay-2",
+      reason: "card declined",
+    };
+    expect(await applySagaEvent(m.store, event, "t")).toMatchObject({
+      applied: true,
+      to: "CANCELLED",
+    });
+    expect(m.order?.cancelReason).toBe("payment declined: card declined");
+    expect(m.published).toEqual([
+      { kind: "order_cancelled", orderId: m.orderId, reason: "payment declined: card declined" },
+    ]);
+  });
+
+  it("changes nothing for an unknown order", async () => {
+    const m = memoryStore(undefined);
+    const outcome = await applySagaEvent(
+      m.store,
+      { kind: "stock_reserved", orderId: m.orderId },
+      "t",
+    );
+    expect(outcome).toEqual({ applied: false, reason: `there is no order ${m.orderId}` });
+    expect(m.published).toEqual([]);
+    expect(m.timeline).toEqual([]);
+  });
+
+  it.each(
+    pairs.filter(([kind, status]) => expected[kind][0] !== status),
+  )("changes nothing for %s on a %s order", async (kind, status) => {
+    const m = memoryStore(status);
+    const event = {
+      kind,
+      orderId: m.orderId,
+      reason: "r",
+      productIds: [],
+      paymentId: "p",
+      amount: undefined,
+    } as SagaEvent;
+    const outcome = await applySagaEvent(m.store, event, "t");
+    expect(outcome.applied).toBe(false);
+    expect(m.order?.status).toBe(status);
+    expect(m.timeline).toEqual([]);
+    expect(m.published).toEqual([]);
+  });
+
+  it("changes nothing when the order moved on between the read and the guarded update", async () => {
+    const m = memoryStore("PENDING");
+    const racing: SagaStore = {
+      ...m.store,
+      async head(id) {
+        const head = await m.store.head(id);
+        // Another event wins the race right after this one read the order.
+        await m.store.advance(id, sagaTransitions.stock_rejected, "lost the race", {
+          step: "stock rejected",
+          status: "CANCELLED",
+          traceId: "other",
+          detail: "",
+        });
+        return head;
+      },
+    };
+    const outcome = await applySagaEvent(
+      racing,
+      { kind: "stock_reserved", orderId: m.orderId },
+      "t",
+    );
+    expect(outcome.applied).toBe(false);
+    expect(m.order?.status).toBe("CANCELLED");
+    expect(m.published).toEqual([]);
+  });
+});

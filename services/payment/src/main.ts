@@ -1,0 +1,4 @@
+import { runMain } from "@thinmesh/platform";
+import { paymentService } from "./service.js";
+
+await runMain(paymentService);
