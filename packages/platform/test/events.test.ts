@@ -384,3 +384,61 @@ describe("relay", () => {
     for (const orderId of orders) expect(await consumerEffects(orderId)).toHaveLength(1);
   });
 });
+
+describe("dead-letter routes", () => {
+  it("list and re-drive parked events for admins only, and refuse bad requests", async () => {
+    const { Hono } = await import("hono");
+    const { createTestIssuer } = await import("../src/testing/index.js");
+    const { createTokenVerifier, deadLetterRoutes, DomainError } = await import("../src/index.js");
+    const issuer = await createTestIssuer();
+    cleanups.push(() => issuer.close());
+    const app = new Hono();
+    app.onError((error, c) =>
+      error instanceof DomainError
+        ? c.json({ code: error.kind }, error.kind === "invalid_argument" ? 400 : 403)
+        : c.json({ code: "internal" }, 500),
+    );
+    let woken = 0;
+    const verifier = createTokenVerifier({
+      keys: new URL(issuer.jwksUrl),
+      issuer: issuer.issuer,
+      audience: issuer.audience,
+    });
+    deadLetterRoutes(app, producer.db, verifier, () => woken++);
+
+    const { bus } = producerBus({ consumer: "http://127.0.0.1:9" });
+    const eventId = await placeOrder(bus, crypto.randomUUID());
+    await producer.db.execute(
+      sql`update outbox_deliveries set status = 'dead', attempts = 25 where event_id = ${eventId}`,
+    );
+
+    const admin = { authorization: `Bearer ${await issuer.token({ roles: ["admin"] })}` };
+    const customer = { authorization: `Bearer ${await issuer.token({ roles: ["customer"] })}` };
+    expect((await app.request("/admin/outbox/dead")).status).toBe(401);
+    expect((await app.request("/admin/outbox/dead", { headers: customer })).status).toBe(403);
+    const listed = await app.request("/admin/outbox/dead", { headers: admin });
+    expect(
+      ((await listed.json()) as { dead: { eventId: string }[] }).dead.map((d) => d.eventId),
+    ).toContain(eventId);
+
+    const redrive = (body: string) =>
+      app.request("/admin/outbox/redrive", { method: "POST", headers: admin, body });
+    for (const bad of [
+      "{not json",
+      '{"eventId":"nope"}',
+      '{"subscriber":"Not A Name"}',
+      '{"other":1}',
+    ]) {
+      expect((await redrive(bad)).status).toBe(400);
+    }
+    expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual(["dead", "dead"]);
+    expect(
+      await (await redrive(JSON.stringify({ eventId, subscriber: "consumer" }))).json(),
+    ).toEqual({ redriven: 1 });
+    expect(woken).toBe(1);
+    expect(await deliveryStates(eventId)).toMatchObject([
+      { status: "pending", attempts: 0 },
+      { status: "dead" },
+    ]);
+  });
+});

@@ -93,15 +93,15 @@ export function deadLetterRoutes(
   });
   app.get("/admin/outbox/dead", async (c) => c.json({ dead: await listDeadDeliveries(db) }));
   app.post("/admin/outbox/redrive", async (c) => {
-    const body = (await c.req.json().catch(() => ({}))) as {
-      eventId?: unknown;
-      subscriber?: unknown;
-    };
-    const filter = {
-      eventId: typeof body.eventId === "string" ? body.eventId : undefined,
-      subscriber: typeof body.subscriber === "string" ? body.subscriber : undefined,
-    };
-    const redriven = await redriveDeadDeliveries(db, filter);
+    const text = await c.req.text();
+    const parsed = redriveRequest.safeParse(text ? safeJson(text) : {});
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map(
+        (i) => `${i.path.join(".") || "body"}: ${i.message}`,
+      );
+      throw invalidArgument(`invalid redrive request: ${problems.join("; ")}`);
+    }
+    const redriven = await redriveDeadDeliveries(db, parsed.data);
     wake();
     return c.json({ redriven });
   });
