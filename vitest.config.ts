@@ -35,6 +35,19 @@ export default defineConfig({
           hookTimeout: 120_000,
         },
       },
+      {
+        // Dockerfiles, skaffold.yaml, the Tiltfile, the cluster scripts, CI and the Istio/Kiali
+        // install configuration; runs each image's CMD against the built output.
+        extends: true as const,
+        test: {
+          name: "images",
+          root: "test/images",
+          include: ["**/*.test.ts"],
+          globalSetup: ["./build.ts"],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
     ],
   },
 });

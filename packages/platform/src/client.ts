@@ -2,6 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { currentContext } from "./context.js";
+import { tracingClientInterceptor } from "./tracing.js";
 
 /** Copies the current request's trace headers onto an outgoing call. */
 export function forwardContextInterceptor(): Interceptor {
@@ -27,7 +28,9 @@ export function createPeerClient<S extends DescService>(service: S, baseUrl: str
     createConnectTransport({
       baseUrl,
       httpVersion: "1.1",
-      interceptors: [forwardContextInterceptor()],
+      // Forward the request's headers, then (with tracing on) replace the trace headers with
+      // those of a client span for this call.
+      interceptors: [forwardContextInterceptor(), tracingClientInterceptor()],
     }),
   );
 }

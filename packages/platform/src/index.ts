@@ -11,3 +11,4 @@ export * from "./metrics.js";
 export * from "./server.js";
 export * from "./service.js";
 export * from "./tokens.js";
+export * from "./tracing.js";

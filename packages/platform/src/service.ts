@@ -23,6 +23,7 @@ import { createLogger, type Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { createOnePortServer } from "./server.js";
 import type { TokenVerifier } from "./tokens.js";
+import { initTracing } from "./tracing.js";
 
 type BaseConfig = z.infer<typeof baseConfigSchema>;
 
@@ -118,6 +119,13 @@ export async function startService<
     version: config.SERVICE_VERSION,
     level: config.LOG_LEVEL,
   });
+  // OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise a no-op.
+  const tracing = initTracing({
+    service: definition.name,
+    version: config.SERVICE_VERSION,
+    env,
+    onExportError: (err) => logger.warn({ err }, "cannot export spans; tracing continues"),
+  });
   const metrics = createMetrics(definition.name);
   const database = await openDatabase({
     url: config.DATABASE_URL,
@@ -136,6 +144,7 @@ export async function startService<
     relay = parts.events && relayFor(parts.events.bus, env, config, database, logger);
   } catch (error) {
     await database.close();
+    await tracing.shutdown();
     throw error;
   }
   const rpc = [...parts.rpc];
@@ -178,6 +187,7 @@ export async function startService<
     },
     interceptors: [
       contextInterceptor(),
+      tracing.serverInterceptor(),
       observeInterceptor(logger, metrics),
       readinessInterceptor(definition.name, () => (stopping ? "shutting down" : notReady)),
       createAccessInterceptor(access, parts.verifier),
@@ -229,6 +239,7 @@ export async function startService<
       await relay?.stop();
       await parts.onClose?.();
       await database.close();
+      await tracing.shutdown();
       logger.info("stopped");
       logger.flush();
     },

@@ -1,0 +1,625 @@
+// A small Dockerfile reader and the checks every service image must pass. No Docker engine
+// is needed: the checks read the Dockerfile, the repository and .dockerignore the way
+// `docker build` would, and image.ts assembles the final image's files from them.
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join, posix } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface Instruction {
+  keyword: string;
+  /** The arguments after the flags, as written (continuations joined). */
+  args: string;
+  /** Leading --flags (--from=build → { from: "build" }; repeated flags keep the last). */
+  flags: Record<string, string>;
+  /** Every --mount and the like, in order. */
+  flagList: [string, string][];
+  /** The exec form's argv (["node", "main.js"]), if the arguments are a JSON array. */
+  json?: string[];
+  line: number;
+}
+
+export interface Stage {
+  index: number;
+  name?: string;
+  /** The image or earlier stage it starts from, ARGs substituted. */
+  from: string;
+  /** The earlier stage it starts from, if any. */
+  base?: Stage;
+  instructions: Instruction[];
+  line: number;
+}
+
+export interface Dockerfile {
+  path: string;
+  args: Record<string, string>;
+  stages: Stage[];
+  /** Problems found while reading (unknown stage, unsupported syntax, …). */
+  errors: string[];
+}
+
+const keywords = new Set([
+  "ADD",
+  "ARG",
+  "CMD",
+  "COPY",
+  "ENTRYPOINT",
+  "ENV",
+  "EXPOSE",
+  "FROM",
+  "HEALTHCHECK",
+  "LABEL",
+  "MAINTAINER",
+  "ONBUILD",
+  "RUN",
+  "SHELL",
+  "STOPSIGNAL",
+  "USER",
+  "VOLUME",
+  "WORKDIR",
+]);
+
+export function parseDockerfile(path: string, text = readFileSync(path, "utf8")): Dockerfile {
+  const errors: string[] = [];
+  const logical: { text: string; line: number }[] = [];
+  let current: { text: string; line: number } | undefined;
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const trimmed = raw.trim();
+    // Comment lines (and parser directives) are dropped, also inside a continuation.
+    if (trimmed.startsWith("#")) return;
+    if (!current) {
+      if (trimmed === "") return;
+      current = { text: "", line: i + 1 };
+    }
+    if (/\\\s*$/.test(raw)) {
+      current.text += `${raw.replace(/\\\s*$/, "")} `;
+    } else {
+      current.text += raw;
+      logical.push({ text: current.text.trim(), line: current.line });
+      current = undefined;
+    }
+  });
+  if (current) logical.push({ text: current.text.trim(), line: current.line });
+
+  const args: Record<string, string> = {};
+  const stages: Stage[] = [];
+  for (const { text: instructionText, line } of logical) {
+    const match = instructionText.match(/^(\S+)\s*([\s\S]*)$/);
+    const keyword = match?.[1]?.toUpperCase() ?? "";
+    if (!keywords.has(keyword)) {
+      errors.push(`line ${line}: unknown instruction ${JSON.stringify(match?.[1])}`);
+      continue;
+    }
+    const { flags, flagList, rest } = splitFlags(match?.[2] ?? "");
+    if (/<<-?\s*["']?\w+/.test(rest) && (keyword === "RUN" || keyword === "COPY")) {
+      errors.push(`line ${line}: heredocs are not supported by this checker`);
+    }
+    const instruction: Instruction = { keyword, args: rest, flags, flagList, line };
+    const json = parseJsonArray(rest);
+    if (json) instruction.json = json;
+
+    if (keyword === "FROM") {
+      const words = rest.split(/\s+/);
+      const from = substitute(words[0] ?? "", args);
+      if (/\$/.test(from)) errors.push(`line ${line}: FROM ${words[0]}: an ARG without a value`);
+      const name = words[1]?.toUpperCase() === "AS" ? words[2] : undefined;
+      const base = stages.find((s) => s.name !== undefined && s.name === from);
+      const stage: Stage = { index: stages.length, from, instructions: [], line };
+      if (name) stage.name = name;
+      if (base) stage.base = base;
+      stages.push(stage);
+      continue;
+    }
+    const stage = stages.at(-1);
+    if (!stage) {
+      if (keyword === "ARG") {
+        const [key, value] = splitAssignment(rest);
+        if (key) args[key] = value ?? "";
+      } else {
+        errors.push(`line ${line}: ${keyword} before the first FROM`);
+      }
+      continue;
+    }
+    stage.instructions.push(instruction);
+    if (keyword === "COPY" || keyword === "ADD") {
+      const from = flags.from;
+      if (from !== undefined && !/[/:]/.test(from) && !stages.some((s) => s.name === from)) {
+        if (!/^\d+$/.test(from)) errors.push(`line ${line}: COPY --from=${from}: no such stage`);
+      }
+    }
+  }
+  return { path, args, stages, errors };
+}
+
+function splitFlags(text: string) {
+  const flags: Record<string, string> = {};
+  const flagList: [string, string][] = [];
+  let rest = text.trimStart();
+  for (;;) {
+    const match = rest.match(/^--([\w-]+)(?:=("[^"]*"|\S*))?\s*/);
+    if (!match) break;
+    const value = (match[2] ?? "true").replace(/^"|"$/g, "");
+    flags[match[1]!] = value;
+    flagList.push([match[1]!, value]);
+    rest = rest.slice(match[0].length);
+  }
+  return { flags, flagList, rest: rest.trim() };
+}
+
+function parseJsonArray(text: string): string[] | undefined {
+  if (!text.startsWith("[")) return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value;
+  } catch {}
+  return undefined;
+}
+
+function splitAssignment(text: string): [string | undefined, string | undefined] {
+  const at = text.indexOf("=");
+  if (at < 0) return [text.trim() || undefined, undefined];
+  return [text.slice(0, at).trim(), unquote(text.slice(at + 1).trim())];
+}
+
+const unquote = (value: string) =>
+  value.replace(/^"([\s\S]*)"$/, "$1").replace(/^'([\s\S]*)'$/, "$1");
+
+function substitute(text: string, args: Record<string, string>): string {
+  return text.replace(/\$\{(\w+)(?::?-([^}]*))?\}|\$(\w+)/g, (whole, braced, fallback, bare) => {
+    const name = braced ?? bare;
+    return args[name] || fallback || (args[name] === undefined ? whole : "");
+  });
+}
+
+/** Shell-style words of a COPY/ADD in its shell form (simple quotes honoured). */
+export function words(text: string): string[] {
+  return [...text.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
+}
+
+/** The stage and the stages it starts from, first the oldest. */
+export function chain(stage: Stage): Stage[] {
+  return stage.base ? [...chain(stage.base), stage] : [stage];
+}
+
+/** What `docker inspect` would show for a stage, as far as this Dockerfile says. */
+export interface ImageConfig {
+  user?: string;
+  workdir: string;
+  env: Record<string, string>;
+  entrypoint?: string[];
+  /** An ENTRYPOINT or CMD in the shell form (run through /bin/sh -c). */
+  shellForm: string[];
+  cmd?: string[];
+  exposed: string[];
+  /** The image at the bottom of the chain (entrypoint and user may come from there). */
+  baseImage: string;
+}
+
+export function imageConfig(stage: Stage): ImageConfig {
+  const stages = chain(stage);
+  const config: ImageConfig = {
+    workdir: "/",
+    env: {},
+    shellForm: [],
+    exposed: [],
+    baseImage: stages[0]!.from,
+  };
+  for (const s of stages) {
+    for (const instruction of s.instructions) {
+      const { keyword, args, json } = instruction;
+      if (keyword === "USER") config.user = args.trim();
+      if (keyword === "WORKDIR") config.workdir = posix.resolve(config.workdir, args.trim());
+      if (keyword === "ENV") Object.assign(config.env, parseEnv(args));
+      if (keyword === "EXPOSE") config.exposed.push(...args.split(/\s+/).filter(Boolean));
+      if (keyword === "ENTRYPOINT" || keyword === "CMD") {
+        if (!json) config.shellForm.push(`${keyword} ${args}`);
+        const argv = json ?? ["/bin/sh", "-c", args];
+        if (keyword === "ENTRYPOINT") {
+          config.entrypoint = argv;
+          // Docker: setting ENTRYPOINT resets a CMD inherited from the base.
+          delete config.cmd;
+        } else {
+          config.cmd = argv;
+        }
+      }
+    }
+  }
+  return config;
+}
+
+function parseEnv(args: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (!/^[\w.-]+=/.test(args)) {
+    const [key, ...value] = args.split(/\s+/);
+    if (key) env[key] = value.join(" ");
+    return env;
+  }
+  for (const word of words(args)) {
+    const [key, value] = splitAssignment(word);
+    if (key) env[key] = value ?? "";
+  }
+  return env;
+}
+
+// ---- .dockerignore --------------------------------------------------------------------------
+
+export interface IgnoreRule {
+  pattern: string;
+  negated: boolean;
+  regex: RegExp;
+}
+
+/** .dockerignore's rules, read the way Docker (moby/patternmatcher) reads them. */
+export function readDockerignore(root = repoRoot): IgnoreRule[] {
+  const file = join(root, ".dockerignore");
+  return existsSync(file) ? parseIgnoreRules(readFileSync(file, "utf8")) : [];
+}
+
+export function parseIgnoreRules(text: string): IgnoreRule[] {
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith("#"))
+    .map((line) => {
+      const negated = line.startsWith("!");
+      const pattern = posix.normalize(negated ? line.slice(1).trim() : line).replace(/^\/+/, "");
+      return { pattern, negated, regex: patternRegex(pattern) };
+    });
+}
+
+function patternRegex(pattern: string): RegExp {
+  let source = "";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === "*" && pattern[i + 1] === "*") {
+      i++;
+      if (pattern[i + 1] === "/") {
+        i++;
+        source += "(?:.*/)?";
+      } else {
+        source += ".*";
+      }
+    } else if (c === "*") {
+      source += "[^/]*";
+    } else if (c === "?") {
+      source += "[^/]";
+    } else if (c === "[") {
+      const end = pattern.indexOf("]", i + 1);
+      if (end < 0) {
+        source += "\\[";
+      } else {
+        source += `[${pattern
+          .slice(i + 1, end)
+          .replace(/^!/, "^")
+          .replace(/\\/g, "\\\\")}]`;
+        i = end;
+      }
+    } else if (c === "\\" && i + 1 < pattern.length) {
+      i++;
+      source += pattern[i]!.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    } else {
+      source += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    }
+  }
+  return new RegExp(`^${source}$`);
+}
+
+/**
+ * Whether a path (relative to the context, with /) is left out of the build context: the last
+ * rule that matches the path or one of its parent directories decides.
+ */
+export function isIgnored(path: string, rules: IgnoreRule[]): boolean {
+  const parts = posix
+    .normalize(path)
+    .replace(/^\.?\/+/, "")
+    .split("/");
+  const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join("/"));
+  let ignored = false;
+  for (const rule of rules) {
+    if (prefixes.some((prefix) => rule.regex.test(prefix))) ignored = !rule.negated;
+  }
+  return ignored;
+}
+
+/** Every file under a directory of the context that the build would receive. */
+export function contextFiles(dir: string, rules: IgnoreRule[], root = repoRoot): string[] {
+  const files: string[] = [];
+  const walk = (rel: string) => {
+    for (const entry of readdirSync(join(root, rel), { withFileTypes: true })) {
+      const child = posix.join(rel, entry.name);
+      if (isIgnored(child, rules)) continue;
+      if (entry.isDirectory()) walk(child);
+      else files.push(child);
+    }
+  };
+  walk(dir);
+  return files;
+}
+
+// ---- the checks -----------------------------------------------------------------------------
+
+export interface CheckOptions {
+  /** The service the image is for (services/<service>). */
+  service: string;
+  root?: string;
+}
+
+/**
+ * What is wrong with a service's Dockerfile; empty when nothing is. Each message names the
+ * line and what to change.
+ */
+export function checkDockerfile(dockerfile: Dockerfile, options: CheckOptions): string[] {
+  const root = options.root ?? repoRoot;
+  const rules = readDockerignore(root);
+  const problems = [...dockerfile.errors];
+  const final = dockerfile.stages.at(-1);
+  if (!final) return [...problems, "no FROM: not a Dockerfile"];
+  if (dockerfile.stages.length < 2) {
+    problems.push("single stage: build in one stage, copy only the output into the image");
+  }
+
+  for (const stage of dockerfile.stages) {
+    if (stage.base) continue;
+    const problem = nodeImageProblem(stage.from, stage === final || chain(final)[0] === stage);
+    if (problem) problems.push(`line ${stage.line}: FROM ${stage.from}: ${problem}`);
+  }
+
+  const config = imageConfig(final);
+  const at = `the final stage (line ${final.line})`;
+  const user = config.user;
+  if (!user) {
+    problems.push(`${at} sets no USER: the image would run as root; add USER 1000:1000`);
+  } else {
+    const uid = user.split(":")[0]!;
+    if (uid === "root" || uid === "0") {
+      problems.push(`${at} runs as root (USER ${user}); use an unprivileged uid such as 1000`);
+    } else if (!/^\d+$/.test(uid)) {
+      problems.push(
+        `${at}: USER ${user} is a name; use the numeric uid (USER 1000:1000) so that Kubernetes can verify runAsNonRoot`,
+      );
+    }
+  }
+  if (config.env.NODE_ENV !== "production") problems.push(`${at} does not set NODE_ENV=production`);
+  if (!config.exposed.some((port) => port.replace(/\/tcp$/, "") === "8080")) {
+    problems.push(`${at} does not EXPOSE 8080 (the services' one port in the cluster)`);
+  }
+  if (config.workdir !== "/app") {
+    problems.push(
+      `${at}: WORKDIR is ${config.workdir}; the layout under /app mirrors the repository`,
+    );
+  }
+
+  for (const form of config.shellForm) {
+    problems.push(
+      `${at}: ${form.split(" ")[0]} in the shell form runs under /bin/sh, which does not pass SIGTERM on; use the exec form ["node", …]`,
+    );
+  }
+  if (config.entrypoint === undefined) {
+    problems.push(
+      `${at} inherits ENTRYPOINT from ${config.baseImage}; reset it (ENTRYPOINT []) so CMD is exactly what runs`,
+    );
+  }
+  const argv = imageArgv(config);
+  if (!config.cmd || argv.length === 0) {
+    problems.push(`${at} has no CMD`);
+  } else {
+    const command = argv.join(" ");
+    if (!/^(\/usr\/local\/bin\/)?node$/.test(argv[0]!)) {
+      problems.push(
+        `${at}: the image runs ${JSON.stringify(argv[0])}, not node (package managers do not forward signals and write to the filesystem): ${command}`,
+      );
+    }
+    if (
+      /\b(tsx|ts-node|esno|swc-node)\b|--experimental-(strip|transform)-types|--loader|\.([mc]?ts)(\s|$)/.test(
+        command,
+      )
+    ) {
+      problems.push(`${at}: the image runs TypeScript (${command}); run the compiled JavaScript`);
+    }
+    const script = argv.slice(1).find((arg) => !arg.startsWith("-"));
+    if (!script) {
+      problems.push(`${at}: CMD names no script: ${command}`);
+    } else {
+      const inRepo = posix.relative("/app", posix.resolve(config.workdir, script));
+      if (inRepo.startsWith("..") || !existsSync(join(root, inRepo))) {
+        problems.push(
+          `${at}: CMD runs ${script}, which ${inRepo.startsWith("..") ? "is outside /app" : `is not there after npm run build (${inRepo})`}`,
+        );
+      }
+    }
+  }
+
+  for (const stage of dockerfile.stages) {
+    for (const instruction of stage.instructions) {
+      if (instruction.keyword === "ADD") {
+        problems.push(`line ${instruction.line}: use COPY (ADD fetches URLs and unpacks archives)`);
+      }
+      if (instruction.keyword !== "COPY" || instruction.flags.from !== undefined) continue;
+      const sources = (instruction.json ?? words(instruction.args)).slice(0, -1);
+      if (sources.length === 0) problems.push(`line ${instruction.line}: COPY without a source`);
+      for (const source of sources) {
+        const rel = posix
+          .normalize(source)
+          .replace(/^\.?\/+/, "")
+          .replace(/\/$/, "");
+        if (rel.startsWith("..")) {
+          problems.push(`line ${instruction.line}: COPY ${source} is outside the build context`);
+        } else if (/[*?[]/.test(rel)) {
+          problems.push(`line ${instruction.line}: COPY ${source}: name the files (no wildcards)`);
+        } else if (!existsSync(join(root, rel))) {
+          problems.push(`line ${instruction.line}: COPY ${source}: no such file in the repository`);
+        } else if (rel !== "." && isIgnored(rel, rules)) {
+          problems.push(
+            `line ${instruction.line}: COPY ${source}: excluded from the build context by .dockerignore`,
+          );
+        } else if (
+          statSync(join(root, rel)).isDirectory() &&
+          contextFiles(rel, rules, root).length === 0
+        ) {
+          problems.push(
+            `line ${instruction.line}: COPY ${source}: every file in it is excluded by .dockerignore`,
+          );
+        }
+      }
+    }
+  }
+
+  problems.push(...dependencyProblems(dockerfile, final, options.service, root));
+  return problems;
+}
+
+/** ENTRYPOINT + CMD: what the container runs. */
+export function imageArgv(config: ImageConfig): string[] {
+  return [...(config.entrypoint ?? []), ...(config.cmd ?? [])];
+}
+
+/**
+ * A Node.js LTS image at 22 or later, pinned to at least major.minor; slim (or distroless or
+ * alpine) where it is the image's base.
+ */
+function nodeImageProblem(image: string, isImageBase: boolean): string | undefined {
+  const distroless = image.match(/^gcr\.io\/distroless\/nodejs(\d+)-debian\d+(?::[\w.-]+)?$/);
+  if (distroless) return ltsProblem(Number(distroless[1]));
+  const node = image.match(
+    /^(?:docker\.io\/)?(?:library\/)?node:(\d+)(?:\.(\d+))?(?:\.\d+)?(?:-([\w.-]+))?(?:@sha256:[\da-f]{64})?$/,
+  );
+  if (!node) return "not an official Node.js image (node:<version>-slim or distroless nodejs)";
+  const lts = ltsProblem(Number(node[1]));
+  if (lts) return lts;
+  if (node[2] === undefined)
+    return "pin at least major.minor (node:24.11-…), not a moving major tag";
+  if (isImageBase && !/slim|alpine/.test(node[3] ?? "")) {
+    return "the image's base should be a slim (or alpine/distroless) variant";
+  }
+  return undefined;
+}
+
+function ltsProblem(major: number): string | undefined {
+  if (major < 22) return `Node.js ${major} is past its end of life or too old; use 22 or 24 (LTS)`;
+  if (major % 2 === 1) return `Node.js ${major} is not an LTS line (only even majors are)`;
+  return undefined;
+}
+
+/**
+ * The image's node_modules must come from an `npm ci --omit=dev` of this service's workspace,
+ * with every workspace it depends on present in that stage, and no TypeScript sources may reach
+ * the final image.
+ */
+function dependencyProblems(
+  dockerfile: Dockerfile,
+  final: Stage,
+  service: string,
+  root: string,
+): string[] {
+  const problems: string[] = [];
+  const workspace = `services/${service}`;
+  const needed = workspaceClosure(workspace, root);
+  const finalStages = chain(final);
+  const finalCopies = finalStages.flatMap((s) =>
+    s.instructions.filter((i) => i.keyword === "COPY"),
+  );
+  const installStages = new Set<Stage>();
+
+  for (const copy of finalCopies) {
+    const fromStage = dockerfile.stages.find((s) => s.name === copy.flags.from);
+    const sources = (copy.json ?? words(copy.args)).slice(0, -1);
+    if (!copy.flags.from && sources.some((s) => /(^|\/)src\/?$/.test(s))) {
+      problems.push(
+        `line ${copy.line}: the final image gets TypeScript sources (${sources.join(" ")})`,
+      );
+    }
+    if (!fromStage) continue;
+    const install = chain(fromStage)
+      .flatMap((s) => s.instructions)
+      .find((i) => i.keyword === "RUN" && /\bnpm (ci|install)\b/.test(i.args));
+    if (install && sources.some((s) => s === "/app" || s === "/app/" || /node_modules/.test(s))) {
+      installStages.add(fromStage);
+      const args = install.args;
+      if (!/--omit[= ]dev\b|--production\b/.test(args)) {
+        problems.push(
+          `line ${install.line}: the image's node_modules come from an install with dev dependencies; add --omit=dev`,
+        );
+      }
+      if (
+        !new RegExp(`--workspace[= ](\\./)?${workspace}\\b|-w (\\./)?${workspace}\\b`).test(args)
+      ) {
+        problems.push(
+          `line ${install.line}: install only this service's workspace (npm ci --omit=dev --workspace ${workspace})`,
+        );
+      }
+    }
+  }
+  if (installStages.size === 0) {
+    problems.push("the final stage copies no node_modules from an npm ci stage");
+  }
+
+  for (const stage of dockerfile.stages) {
+    const installs = stage.instructions.some(
+      (i) => i.keyword === "RUN" && /\bnpm ci\b/.test(i.args),
+    );
+    if (!installs) continue;
+    const copied = new Set(
+      chain(stage)
+        .flatMap((s) => s.instructions)
+        .filter((i) => i.keyword === "COPY" && !i.flags.from)
+        .flatMap((i) => {
+          const all = i.json ?? words(i.args);
+          return all.slice(0, -1).map((source) => posix.normalize(source));
+        }),
+    );
+    for (const file of ["package.json", "package-lock.json"]) {
+      if (!copied.has(file))
+        problems.push(`stage ${stage.name ?? stage.index} runs npm ci without ${file}`);
+    }
+    for (const dependency of needed) {
+      if (!copied.has(`${dependency}/package.json`)) {
+        problems.push(
+          `stage ${stage.name ?? stage.index} runs npm ci without ${dependency}/package.json (a workspace ${workspace} depends on)`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+/** The workspace and the workspaces it depends on, transitively (by @thinmesh/* names). */
+export function workspaceClosure(workspace: string, root = repoRoot): string[] {
+  const rootPackage = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+    workspaces?: string[];
+  };
+  const byName = new Map<string, string>();
+  for (const pattern of rootPackage.workspaces ?? []) {
+    const dirs = pattern.endsWith("/*")
+      ? readdirSync(join(root, pattern.slice(0, -2)), { withFileTypes: true })
+          .filter((e) => e.isDirectory())
+          .map((e) => posix.join(pattern.slice(0, -2), e.name))
+      : [pattern];
+    for (const dir of dirs) {
+      const file = join(root, dir, "package.json");
+      if (existsSync(file)) byName.set(JSON.parse(readFileSync(file, "utf8")).name, dir);
+    }
+  }
+  const seen = new Set<string>();
+  const visit = (dir: string) => {
+    if (seen.has(dir)) return;
+    seen.add(dir);
+    const pkg = JSON.parse(readFileSync(join(root, dir, "package.json"), "utf8")) as {
+      dependencies?: Record<string, string>;
+    };
+    for (const name of Object.keys(pkg.dependencies ?? {})) {
+      const dependency = byName.get(name);
+      if (dependency) visit(dependency);
+    }
+  };
+  visit(workspace);
+  return [...seen];
+}
+
+/** The services that ship an image: services/<name>/Dockerfile. */
+export function servicesWithImages(root = repoRoot): string[] {
+  return readdirSync(join(root, "services"), { withFileTypes: true })
+    .filter((e) => e.isDirectory() && existsSync(join(root, "services", e.name, "Dockerfile")))
+    .map((e) => e.name)
+    .sort();
+}
