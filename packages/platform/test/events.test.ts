@@ -1,7 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -16,14 +13,20 @@ import {
   listDeadDeliveries,
   openDatabase,
   outboxDeliveries,
-  outboxEvents,
   type RunningService,
   redriveDeadDeliveries,
   rowsOf,
   runWithContext,
   startService,
 } from "../src/index.js";
-import { createTestDatabase, type TestDatabase, testEnv } from "../src/testing/index.js";
+import {
+  createTestDatabase,
+  eventSinkClient,
+  eventually,
+  readOutboxEvents,
+  type TestDatabase,
+  testEnv,
+} from "../src/testing/index.js";
 import { consumerService, migrationsFolder } from "./fixtures/consumer-service.js";
 import { effects } from "./fixtures/schema.js";
 
@@ -114,18 +117,6 @@ afterAll(async () => {
   for (const c of cleanupsAll) await c();
 });
 
-async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
 const deliveryStates = async (eventId: string) =>
   producer.db
     .select({
@@ -165,10 +156,7 @@ describe("outbox", () => {
         throw new Error("business rule failed");
       }),
     ).rejects.toThrow("business rule failed");
-    const rows = await producer.db
-      .select()
-      .from(outboxEvents)
-      .where(eq(outboxEvents.subject, "rolled-back"));
+    const rows = await readOutboxEvents(producer.db, { subject: "rolled-back" });
     expect(rows).toEqual([]);
   });
 
@@ -192,24 +180,19 @@ describe("outbox", () => {
     const eventId = await runWithContext(contextFromHeaders(new Headers({ traceparent })), () =>
       placeOrder(bus, crypto.randomUUID()),
     );
-    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
-    const { fromBinary } = await import("@bufbuild/protobuf");
-    expect(fromBinary(EventSchema, row!.envelope).traceparent).toBe(traceparent);
+    const [committed] = await readOutboxEvents(producer.db, { id: eventId });
+    expect(committed!.envelope.traceparent).toBe(traceparent);
   });
 });
 
 describe("consumers", () => {
   it("apply an event delivered twice only once", async () => {
-    const client = createClient(
-      EventSinkService,
-      createConnectTransport({ baseUrl: consumer.url, httpVersion: "1.1" }),
-    );
+    const client = eventSinkClient(consumer.url);
     const { bus } = producerBus({ consumer: consumer.url });
     const orderId = crypto.randomUUID();
     const eventId = await placeOrder(bus, orderId, 2);
-    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
-    const { fromBinary } = await import("@bufbuild/protobuf");
-    const event = fromBinary(EventSchema, row!.envelope);
+    const [committed] = await readOutboxEvents(producer.db, { id: eventId });
+    const event = committed!.envelope;
     expect(await client.deliver({ event })).toMatchObject({ duplicate: false });
     expect(await client.deliver({ event })).toMatchObject({ duplicate: true });
     await Promise.all([client.deliver({ event }), client.deliver({ event })]);
@@ -249,13 +232,8 @@ describe("consumers", () => {
     await producer.db.execute(
       sql`update outbox_deliveries set lease_until = now() + interval '200 milliseconds', attempts = 1 where event_id = ${eventId}`,
     );
-    const [row] = await producer.db.select().from(outboxEvents).where(eq(outboxEvents.id, eventId));
-    const { fromBinary } = await import("@bufbuild/protobuf");
-    const client = createClient(
-      EventSinkService,
-      createConnectTransport({ baseUrl: consumer.url, httpVersion: "1.1" }),
-    );
-    await client.deliver({ event: fromBinary(EventSchema, row!.envelope) });
+    const [committed] = await readOutboxEvents(producer.db, { id: eventId });
+    await eventSinkClient(consumer.url).deliver({ event: committed!.envelope });
     // A surviving relay takes over once the lease lapses.
     relay.start();
     await eventually(async () => {

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, createClient, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
@@ -15,18 +14,20 @@ import {
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningService, startService } from "../src/index.js";
-import { createTestDatabase, rpcError, type TestDatabase, testEnv } from "../src/testing/index.js";
+import {
+  buildEventEnvelope,
+  createTestDatabase,
+  rpcError,
+  type TestDatabase,
+  testEnv,
+} from "../src/testing/index.js";
 import { observed, sinkService } from "./fixtures/sink-service.js";
 
+/** A Deliver request carrying an event of any `type` (its data is a Money). */
 function event(type = "test.ping"): DeliverRequest {
+  const money = { currencyCode: "EUR", amountMinor: 1n };
   return create(DeliverRequestSchema, {
-    event: {
-      id: randomUUID(),
-      source: "test",
-      type,
-      time: timestampNow(),
-      data: anyPack(MoneySchema, create(MoneySchema, { currencyCode: "EUR", amountMinor: 1n })),
-    },
+    event: buildEventEnvelope(MoneySchema, money, { source: "test", type }),
   });
 }
 

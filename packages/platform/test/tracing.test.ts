@@ -1,8 +1,6 @@
-import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
@@ -22,6 +20,7 @@ import {
   forwardContextInterceptor,
   type OnePortServer,
 } from "../src/index.js";
+import { buildEventEnvelope } from "../src/testing/index.js";
 import {
   initTracing,
   otlpTracesUrl,
@@ -34,15 +33,11 @@ const traceId = "0af7651916cd43dd8448eb211c80319c";
 const callerSpanId = "b7ad6b7169203331";
 const enabledEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" };
 
+/** A Deliver request carrying an event of any `type` (its data is a Money). */
 function event(type: string): DeliverRequest {
+  const money = { currencyCode: "EUR", amountMinor: 1n };
   return create(DeliverRequestSchema, {
-    event: {
-      id: randomUUID(),
-      source: "test",
-      type,
-      time: timestampNow(),
-      data: anyPack(MoneySchema, create(MoneySchema, { currencyCode: "EUR", amountMinor: 1n })),
-    },
+    event: buildEventEnvelope(MoneySchema, money, { source: "test", type }),
   });
 }
 

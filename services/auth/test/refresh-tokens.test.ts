@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { DomainError } from "@thinmesh/platform";
+import { domainError as rejection } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createRefreshTokens,
@@ -30,16 +30,6 @@ function setup(options: { ttlSeconds?: number; retryGraceSeconds?: number } = {}
     successorSecret: async () => secret,
   });
   return { clock, tokens };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DomainError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(error instanceof DomainError))
-    throw new Error(`expected a DomainError, got ${String(error)}`);
-  return error;
 }
 
 describe("refresh tokens", () => {

@@ -1,4 +1,4 @@
-import { DomainError } from "@thinmesh/platform";
+import { domainError } from "@thinmesh/platform/testing";
 import { describe, expect, it } from "vitest";
 import {
   decodePageToken,
@@ -10,15 +10,7 @@ import {
 
 const notOurs = "page_token is not a token from a previous ListProducts response";
 
-function rejection(token: string): DomainError {
-  try {
-    decodePageToken(token);
-  } catch (error) {
-    if (error instanceof DomainError) return error;
-    throw error;
-  }
-  throw new Error(`token ${JSON.stringify(token)} was accepted`);
-}
+const rejection = (token: string) => domainError(() => decodePageToken(token));
 
 describe("page tokens", () => {
   it.each(["AB", "MUG-BLUE", "0-0", "Z".repeat(32)])("round-trips the last SKU %s", (sku) => {

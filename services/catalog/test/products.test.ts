@@ -1,7 +1,8 @@
 // The catalog's domain rules, run against the store on a real database (Postgres, or PGlite
 // with THINMESH_TEST_DB=pglite), so the database's constraints are part of what is tested.
 import { randomUUID } from "node:crypto";
-import { DomainError, sqlState } from "@thinmesh/platform";
+import { sqlState } from "@thinmesh/platform";
+import { domainError } from "@thinmesh/platform/testing";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { products } from "../src/db/schema.js";
@@ -26,16 +27,6 @@ afterAll(async () => {
 beforeEach(async () => {
   await t.truncate();
 });
-
-/** The DomainError a call fails with; fails the test if it succeeds or fails otherwise. */
-async function domainError(call: Promise<unknown>): Promise<DomainError> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (error instanceof DomainError) return error;
-  throw new Error(`expected a DomainError, got ${error === undefined ? "success" : String(error)}`);
-}
 
 async function allProducts(): Promise<Product[]> {
   return t.store.listAfterSku(undefined, 1000);

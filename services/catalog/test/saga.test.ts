@@ -2,17 +2,9 @@
 // as the order service's relay would, checked against stock, reservations and the outbox in
 // the catalog's database. A fake order service receives what the catalog's relay delivers.
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { create, type DescMessage, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { anyPack, anyUnpack, timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
-import {
-  type Event,
-  EventSchema,
-  EventSinkService,
-} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import type { Event } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import {
   OrderCancelledSchema,
   OrderConfirmedSchema,
@@ -20,9 +12,17 @@ import {
   StockRejectedSchema,
   StockReservedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import { type AppDatabase, outboxEvents } from "@thinmesh/platform";
-import { rpcError } from "@thinmesh/platform/testing";
-import { asc, eq, sql } from "drizzle-orm";
+import type { AppDatabase } from "@thinmesh/platform";
+import {
+  buildEventEnvelope,
+  eventSinkClient,
+  eventually,
+  type RecordingEventSink,
+  readOutboxEvents,
+  rpcError,
+  startRecordingEventSink,
+} from "@thinmesh/platform/testing";
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { schema } from "../src/db/schema.js";
 import { createProduct } from "../src/domain/products.js";
@@ -30,44 +30,16 @@ import { createProductStore, listReservations, reservationTotals } from "../src/
 import { connectClient, newProduct, startTestCatalog, type TestCatalog } from "./support.js";
 
 /** Stands in for the order service: an EventSinkService that keeps what it is sent. */
-async function startFakeOrderService() {
-  const received: Event[] = [];
-  const server = createServer(
-    connectNodeAdapter({
-      routes: (router) =>
-        router.service(EventSinkService, {
-          async deliver(request) {
-            received.push(request.event!);
-            return { duplicate: false };
-          },
-        }),
-    }),
-  );
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-let order: Awaited<ReturnType<typeof startFakeOrderService>>;
+let order: RecordingEventSink;
 let catalog: TestCatalog;
 let db: AppDatabase<typeof schema>;
-let sink: ReturnType<typeof createClient<typeof EventSinkService>>;
+let sink: ReturnType<typeof eventSinkClient>;
 
 beforeAll(async () => {
-  order = await startFakeOrderService();
+  order = await startRecordingEventSink();
   catalog = await startTestCatalog("catalog_saga", { ORDER_URL: order.url, OUTBOX_POLL_MS: "50" });
   db = catalog.service.database.db;
-  sink = createClient(
-    EventSinkService,
-    createConnectTransport({ baseUrl: catalog.service.url, httpVersion: "1.1" }),
-  );
+  sink = eventSinkClient(catalog.service.url);
 });
 afterAll(async () => {
   await catalog?.stop();
@@ -75,20 +47,11 @@ afterAll(async () => {
 });
 
 /** An event envelope as the order service's outbox would send it. */
-function envelope<Desc extends DescMessage>(
+const envelope = <Desc extends DescMessage>(
   schema: Desc,
   data: MessageInitShape<Desc>,
   subject: string,
-): Event {
-  return create(EventSchema, {
-    id: randomUUID(),
-    source: "order",
-    type: schema.typeName,
-    subject,
-    time: timestampNow(),
-    data: anyPack(schema, create(schema, data)),
-  });
-}
+): Event => buildEventEnvelope(schema, data, { source: "order", subject });
 
 const placed = (orderId: string, lines: { productId: string; quantity: number }[]) =>
   envelope(OrderPlacedSchema, { orderId, userId: "user-1", lines }, orderId);
@@ -111,19 +74,11 @@ async function stockOf(...ids: string[]): Promise<number[]> {
 
 /** The events the catalog committed for an order, decoded. */
 async function published(orderId: string) {
-  const rows = await db
-    .select()
-    .from(outboxEvents)
-    .where(eq(outboxEvents.subject, orderId))
-    .orderBy(asc(outboxEvents.createdAt));
-  return rows.map((row) => {
-    const event = fromBinary(EventSchema, row.envelope);
-    const data =
-      event.type === StockReservedSchema.typeName
-        ? anyUnpack(event.data!, StockReservedSchema)
-        : anyUnpack(event.data!, StockRejectedSchema);
-    return { type: event.type, source: event.source, subject: event.subject, data };
-  });
+  const events = await readOutboxEvents(db, { subject: orderId }, [
+    StockReservedSchema,
+    StockRejectedSchema,
+  ]);
+  return events.map(({ type, source, subject, data }) => ({ type, source, subject, data }));
 }
 
 const reservationOf = async (orderId: string) => (await listReservations(db, [orderId]))[0];
@@ -131,18 +86,6 @@ const reservationOf = async (orderId: string) => (await listReservations(db, [or
 async function totalsOf(productId: string) {
   const totals = await reservationTotals(db);
   return totals.find((t) => t.productId === productId);
-}
-
-async function eventually(check: () => Promise<void>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 }
 
 describe("OrderPlaced", () => {

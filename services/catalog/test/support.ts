@@ -5,14 +5,12 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
-import { type Database, type RunningService, startService } from "@thinmesh/platform";
+import type { Database } from "@thinmesh/platform";
 import {
-  createTestDatabase,
-  createTestIssuer,
   openTestDatabase,
+  startTestService,
   type TestDatabase,
-  type TestIssuer,
-  testEnv,
+  type TestService,
 } from "@thinmesh/platform/testing";
 import { sql } from "drizzle-orm";
 import { schema } from "../src/db/schema.js";
@@ -45,12 +43,7 @@ export async function openTestStore(label: string): Promise<TestStore> {
   };
 }
 
-export interface TestCatalog {
-  service: RunningService<typeof schema>;
-  issuer: TestIssuer;
-  testDatabase: TestDatabase;
-  stop(): Promise<void>;
-}
+export type TestCatalog = TestService<typeof schema>;
 
 /**
  * Where the catalog's outbox relay delivers StockReserved and StockRejected unless a test
@@ -60,27 +53,11 @@ export interface TestCatalog {
 export const noOrderService = "http://127.0.0.1:9";
 
 /** The catalog service on a free port, trusting a test issuer's keys. */
-export async function startTestCatalog(
+export function startTestCatalog(
   label: string,
   extra: Record<string, string> = {},
 ): Promise<TestCatalog> {
-  const issuer = await createTestIssuer();
-  const testDatabase = await createTestDatabase(label);
-  const service = await startService(
-    catalogService,
-    testEnv(testDatabase, { AUTH_JWKS_URL: issuer.jwksUrl, ORDER_URL: noOrderService, ...extra }),
-  );
-  await service.ready;
-  return {
-    service,
-    issuer,
-    testDatabase,
-    async stop() {
-      await service.stop();
-      await testDatabase.drop();
-      await issuer.close();
-    },
-  };
+  return startTestService(catalogService, label, { ORDER_URL: noOrderService, ...extra });
 }
 
 /** A Connect client over HTTP/1.1, as curl or a browser would talk. */

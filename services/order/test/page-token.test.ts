@@ -1,21 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { DomainError } from "@thinmesh/platform";
+import { domainError as rejection } from "@thinmesh/platform/testing";
 import { describe, expect, it } from "vitest";
 import { decodePageToken, encodePageToken, pageSizeOf } from "../src/domain/page-token.js";
 
 const alice = { userId: randomUUID() };
 const bob = { userId: randomUUID() };
 const cursor = { createdAt: new Date("2025-03-04T05:06:07.089Z"), id: randomUUID() };
-
-function rejection(call: () => unknown): DomainError {
-  try {
-    call();
-  } catch (error) {
-    if (error instanceof DomainError) return error;
-    throw error;
-  }
-  throw new Error("expected the token to be refused");
-}
 
 describe("ListOrders page tokens", () => {
   it("round-trip the cursor for the same listing and stay within the contract's 256 chars", () => {

@@ -1,7 +1,7 @@
 // Pricing a request with the catalog's answer, the request checks before it, and the money
 // formatting the error messages use.
 import { randomUUID } from "node:crypto";
-import { DomainError } from "@thinmesh/platform";
+import { domainError } from "@thinmesh/platform/testing";
 import { describe, expect, it } from "vitest";
 import { formatMoney, maxAmountMinor } from "../src/domain/money.js";
 import { checkPlaceOrderInput, type PlaceOrderInput } from "../src/domain/place-order-request.js";
@@ -15,16 +15,6 @@ function product(overrides: Partial<CatalogProduct> = {}): CatalogProduct {
     price: { currencyCode: "EUR", amountMinor: 1290n },
     ...overrides,
   };
-}
-
-function domainError(call: () => unknown): DomainError {
-  try {
-    call();
-  } catch (error) {
-    if (error instanceof DomainError) return error;
-    throw error;
-  }
-  throw new Error("expected a DomainError, but the call succeeded");
 }
 
 describe("priceItems", () => {

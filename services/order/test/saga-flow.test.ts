@@ -12,10 +12,9 @@ import {
   StockReservedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { type Order, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
-import { rpcError } from "@thinmesh/platform/testing";
+import { eventually, rpcError } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  eventually,
   type FakeProduct,
   newTrace,
   newUser,

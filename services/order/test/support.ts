@@ -2,24 +2,11 @@
 // issuer, a fake catalog (GetProducts and an event sink) and a fake payment sink in its place,
 // clients, a way to deliver saga events, and views of the order database and its outbox.
 import { randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import {
-  create,
-  createRegistry,
-  type DescMessage,
-  fromBinary,
-  type MessageInitShape,
-} from "@bufbuild/protobuf";
-import { anyPack, anyUnpack, timestampNow } from "@bufbuild/protobuf/wkt";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
-import {
-  type Event,
-  EventSchema,
-  EventSinkService,
-} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import type { Event } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import {
   OrderCancelledSchema,
   OrderConfirmedSchema,
@@ -27,15 +14,20 @@ import {
   PaymentRequestedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { OrderService } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
-import { outboxEvents, type RunningService, rowsOf, startService } from "@thinmesh/platform";
+import { type RunningService, rowsOf } from "@thinmesh/platform";
 import {
-  createTestDatabase,
-  createTestIssuer,
-  type TestDatabase,
+  buildEventEnvelope,
+  type DecodedEvent,
+  decodeEvent,
+  eventSinkClient,
+  type RecordingEventSink,
+  readOutboxEvents,
+  startRecordingEventSink,
+  startTestService,
   type TestIssuer,
-  testEnv,
+  type TestService,
 } from "@thinmesh/platform/testing";
-import { asc, eq, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import type { schema } from "../src/db/schema.js";
 import { orderService } from "../src/service.js";
 
@@ -46,15 +38,8 @@ export interface FakeProduct {
   price: { currencyCode: string; amountMinor: bigint };
 }
 
-/** A stand-in for a peer: its base URL and the events its EventSinkService received. */
-export interface FakePeer {
-  url: string;
-  received: Event[];
-  close(): Promise<void>;
-}
-
 /** The catalog as order sees it: GetProducts over a product map, and an event sink. */
-export interface FakeCatalog extends FakePeer {
+export interface FakeCatalog extends RecordingEventSink {
   products: Map<string, FakeProduct>;
   /** How many GetProducts calls it answered. */
   calls: number;
@@ -64,53 +49,29 @@ export interface FakeCatalog extends FakePeer {
   add(overrides?: Partial<FakeProduct>): FakeProduct;
 }
 
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-const closeServer = (server: Server) =>
-  new Promise<void>((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  });
-
 let skuCounter = 0;
 
 export async function startFakeCatalog(): Promise<FakeCatalog> {
   const fake = {
     products: new Map<string, FakeProduct>(),
-    received: [] as Event[],
     calls: 0,
     delayMs: 0,
   };
-  const server = createServer(
-    connectNodeAdapter({
-      routes(router) {
-        router.service(CatalogService, {
-          async getProducts(request) {
-            fake.calls++;
-            if (fake.delayMs) await new Promise((r) => setTimeout(r, fake.delayMs));
-            const products = request.ids.flatMap((id) => {
-              const product = fake.products.get(id.toLowerCase());
-              return product ? [product] : [];
-            });
-            const missingIds = request.ids.filter((id) => !fake.products.has(id.toLowerCase()));
-            return { products, missingIds };
-          },
+  const sink = await startRecordingEventSink((router) =>
+    router.service(CatalogService, {
+      async getProducts(request) {
+        fake.calls++;
+        if (fake.delayMs) await new Promise((r) => setTimeout(r, fake.delayMs));
+        const products = request.ids.flatMap((id) => {
+          const product = fake.products.get(id.toLowerCase());
+          return product ? [product] : [];
         });
-        router.service(EventSinkService, {
-          async deliver(request) {
-            fake.received.push(request.event!);
-            return { duplicate: false };
-          },
-        });
+        const missingIds = request.ids.filter((id) => !fake.products.has(id.toLowerCase()));
+        return { products, missingIds };
       },
     }),
   );
-  const url = await listen(server);
-  return Object.assign(fake, {
-    url,
+  return Object.assign(fake, sink, {
     add(overrides: Partial<FakeProduct> = {}) {
       const product: FakeProduct = {
         id: randomUUID(),
@@ -122,38 +83,16 @@ export async function startFakeCatalog(): Promise<FakeCatalog> {
       fake.products.set(product.id, product);
       return product;
     },
-    close: () => closeServer(server),
   });
 }
 
-/** The payment service as order sees it: an event sink that records PaymentRequested. */
-export async function startFakeSink(): Promise<FakePeer> {
-  const received: Event[] = [];
-  const server = createServer(
-    connectNodeAdapter({
-      routes(router) {
-        router.service(EventSinkService, {
-          async deliver(request) {
-            received.push(request.event!);
-            return { duplicate: false };
-          },
-        });
-      },
-    }),
-  );
-  const url = await listen(server);
-  return { url, received, close: () => closeServer(server) };
-}
-
-export interface TestOrder {
-  service: RunningService<typeof schema>;
-  issuer: TestIssuer;
+export interface TestOrder extends TestService<typeof schema> {
   catalog: FakeCatalog;
-  payment: FakePeer;
-  testDatabase: TestDatabase;
+  /** The payment service as order sees it: an event sink that records PaymentRequested. */
+  payment: RecordingEventSink;
   client: ReturnType<typeof orderClient>;
-  sink: ReturnType<typeof sinkClient>;
-  stop(): Promise<void>;
+  /** Order's EventSinkService, as the catalog's and payment's relays call it. */
+  sink: ReturnType<typeof eventSinkClient>;
 }
 
 /** The order service on a free port, with its peers faked and a quick outbox relay. */
@@ -161,33 +100,23 @@ export async function startTestOrder(
   label: string,
   extra: Record<string, string> = {},
 ): Promise<TestOrder> {
-  const issuer = await createTestIssuer();
   const catalog = await startFakeCatalog();
-  const payment = await startFakeSink();
-  const testDatabase = await createTestDatabase(label);
-  const service = await startService(
-    orderService,
-    testEnv(testDatabase, {
-      AUTH_JWKS_URL: issuer.jwksUrl,
-      CATALOG_URL: catalog.url,
-      PAYMENT_URL: payment.url,
-      OUTBOX_POLL_MS: "50",
-      ...extra,
-    }),
-  );
-  await service.ready;
+  const payment = await startRecordingEventSink();
+  const started = await startTestService(orderService, label, {
+    CATALOG_URL: catalog.url,
+    PAYMENT_URL: payment.url,
+    OUTBOX_POLL_MS: "50",
+    ...extra,
+  });
   return {
-    service,
-    issuer,
+    ...started,
     catalog,
     payment,
-    testDatabase,
-    client: orderClient(service.url),
-    sink: sinkClient(service.url),
+    client: orderClient(started.service.url),
+    sink: eventSinkClient(started.service.url),
     async stop() {
-      await service.stop();
-      await testDatabase.drop();
-      await Promise.all([issuer.close(), catalog.close(), payment.close()]);
+      await started.stop();
+      await Promise.all([catalog.close(), payment.close()]);
     },
   };
 }
@@ -195,10 +124,6 @@ export async function startTestOrder(
 /** A Connect client over HTTP/1.1, as curl or a browser would talk. */
 export function orderClient(baseUrl: string) {
   return createClient(OrderService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
-}
-
-export function sinkClient(baseUrl: string) {
-  return createClient(EventSinkService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
 }
 
 export const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
@@ -213,15 +138,10 @@ export async function newUser(issuer: TestIssuer, roles = ["customer"]) {
 export function sagaEvent<Desc extends DescMessage>(
   schema: Desc,
   data: MessageInitShape<Desc> & { orderId: string },
-  id: string = randomUUID(),
 ): Event {
-  return create(EventSchema, {
-    id,
+  return buildEventEnvelope(schema, data, {
     source: schema.typeName.includes("Payment") ? "payment" : "catalog",
-    type: schema.typeName,
     subject: data.orderId,
-    time: timestampNow(),
-    data: anyPack(schema, create(schema, data)),
   });
 }
 
@@ -231,39 +151,23 @@ export function newTrace() {
   return { traceId, traceparent: `00-${traceId}-${traceId.slice(0, 16)}-01` };
 }
 
-const producedRegistry = createRegistry(
+/** The event types order publishes. */
+const produced = [
   OrderPlacedSchema,
   PaymentRequestedSchema,
   OrderConfirmedSchema,
   OrderCancelledSchema,
-);
+];
 
-export interface PublishedEvent {
-  envelope: Event;
-  type: string;
-  // biome-ignore lint/suspicious/noExplicitAny: tests read whichever event type it is
-  data: any;
-}
-
-export function unpack(envelope: Event): PublishedEvent {
-  return {
-    envelope,
-    type: envelope.type,
-    data: envelope.data && anyUnpack(envelope.data, producedRegistry),
-  };
-}
+/** An event order published, with its data unpacked. */
+export const unpack = (envelope: Event): DecodedEvent => decodeEvent(envelope, produced);
 
 /** What order's outbox holds for one order, oldest first. */
-export async function publishedFor(
+export function publishedFor(
   service: RunningService<typeof schema>,
   orderId: string,
-): Promise<PublishedEvent[]> {
-  const rows = await service.database.db
-    .select({ envelope: outboxEvents.envelope })
-    .from(outboxEvents)
-    .where(eq(outboxEvents.subject, orderId))
-    .orderBy(asc(outboxEvents.createdAt));
-  return rows.map((row) => unpack(fromBinary(EventSchema, row.envelope)));
+): Promise<DecodedEvent[]> {
+  return readOutboxEvents(service.database.db, { subject: orderId }, produced);
 }
 
 /** Row counts of every table a write could touch. */
@@ -283,16 +187,4 @@ export async function rowCounts(service: RunningService<typeof schema>) {
              (select count(*)::int from inbox) as inbox`),
   );
   return counts!;
-}
-
-export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
 }

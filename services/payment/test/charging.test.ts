@@ -4,14 +4,13 @@
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { isUniqueViolation } from "@thinmesh/platform";
-import { rpcError } from "@thinmesh/platform/testing";
+import { eventually, rpcError } from "@thinmesh/platform/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { payments } from "../src/db/schema.js";
 import type { ChargeRequest } from "../src/domain/provider.js";
 import { testTokens } from "../src/domain/simulator.js";
 import { simulatorFor } from "../src/service.js";
 import {
-  eventually,
   inInbox,
   paymentRequested,
   paymentRequestedEvent,
@@ -104,7 +103,7 @@ describe("a PaymentRequested", () => {
     const requested = paymentRequested();
     await deliver(requested);
     const received = await eventually(async () => {
-      const event = payment.order.events.find((e) => e.subject === requested.orderId);
+      const event = payment.order.received.find((e) => e.subject === requested.orderId);
       expect(event).toBeDefined();
       return event!;
     });

@@ -2,79 +2,38 @@
 // issuer, a stand-in order service that records the events it receives, PaymentRequested
 // envelopes like the order service's outbox sends them, and readers of payment's database.
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { create, fromBinary } from "@bufbuild/protobuf";
-import { anyPack, anyUnpack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
-import {
-  type Event,
-  EventSchema,
-  EventSinkService,
-} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Event } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import {
   PaymentCapturedSchema,
   PaymentDeclinedSchema,
   PaymentRequestedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { PaymentService } from "@thinmesh/contracts/shop/payment/v1/payment_pb.js";
-import { inbox, outboxEvents, type RunningService, startService } from "@thinmesh/platform";
+import { inbox } from "@thinmesh/platform";
 import {
-  createTestDatabase,
-  createTestIssuer,
-  type TestDatabase,
-  type TestIssuer,
-  testEnv,
+  buildEventEnvelope,
+  type DecodedEvent,
+  decodeEvent,
+  eventSinkClient,
+  type RecordingEventSink,
+  readOutboxEvents,
+  startRecordingEventSink,
+  startTestService,
+  type TestService,
 } from "@thinmesh/platform/testing";
 import { asc, eq } from "drizzle-orm";
 import { ledgerEntries, payments, type schema } from "../src/db/schema.js";
 import { definePaymentService, type PaymentServiceOptions } from "../src/service.js";
 
-/** A stand-in for the order service's EventSinkService: records every event delivered. */
-export interface RecordingSink {
-  url: string;
-  events: Event[];
-  close(): Promise<void>;
-}
-
-export async function startRecordingSink(): Promise<RecordingSink> {
-  const events: Event[] = [];
-  const server = createServer(
-    connectNodeAdapter({
-      routes: (router) =>
-        router.service(EventSinkService, {
-          async deliver(request) {
-            const duplicate = events.some((e) => e.id === request.event!.id);
-            if (!duplicate) events.push(request.event!);
-            return { duplicate };
-          },
-        }),
-    }),
-  );
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    events,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-export interface TestPayment {
-  service: RunningService<typeof schema>;
-  issuer: TestIssuer;
-  order: RecordingSink;
-  testDatabase: TestDatabase;
+export interface TestPayment extends TestService<typeof schema> {
+  /** Stands in for the order service's EventSinkService: records every event delivered. */
+  order: RecordingEventSink;
   /** Payment's EventSinkService, as the order service's relay calls it. */
-  sink: ReturnType<typeof sinkClient>;
+  sink: ReturnType<typeof eventSinkClient>;
   /** PaymentService over Connect (HTTP/1.1). */
   client: ReturnType<typeof paymentClient>;
-  stop(): Promise<void>;
 }
 
 /** The payment service on a free port; its events go to a recording order sink. */
@@ -83,37 +42,23 @@ export async function startTestPayment(
   extra: Record<string, string> = {},
   options: PaymentServiceOptions = {},
 ): Promise<TestPayment> {
-  const issuer = await createTestIssuer();
-  const order = await startRecordingSink();
-  const testDatabase = await createTestDatabase(label);
-  const service = await startService(
-    definePaymentService(options),
-    testEnv(testDatabase, {
-      AUTH_JWKS_URL: issuer.jwksUrl,
-      ORDER_URL: order.url,
-      OUTBOX_POLL_MS: "50",
-      ...extra,
-    }),
-  );
-  await service.ready;
+  const order = await startRecordingEventSink();
+  const started = await startTestService(definePaymentService(options), label, {
+    ORDER_URL: order.url,
+    OUTBOX_POLL_MS: "50",
+    ...extra,
+  });
   return {
-    service,
-    issuer,
+    ...started,
     order,
-    testDatabase,
-    sink: sinkClient(service.url),
-    client: paymentClient(service.url),
+    sink: eventSinkClient(started.service.url),
+    client: paymentClient(started.service.url),
     async stop() {
-      await service.stop();
-      await testDatabase.drop();
+      await started.stop();
       await order.close();
-      await issuer.close();
     },
   };
 }
-
-export const sinkClient = (baseUrl: string) =>
-  createClient(EventSinkService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
 
 export const paymentClient = (baseUrl: string) =>
   createClient(PaymentService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
@@ -141,13 +86,9 @@ export function paymentRequested(
 
 /** The envelope the order service's outbox would deliver for a PaymentRequested. */
 export function paymentRequestedEvent(requested: PaymentRequestedFields): Event {
-  return create(EventSchema, {
-    id: randomUUID(),
+  return buildEventEnvelope(PaymentRequestedSchema, requested, {
     source: "order",
-    type: PaymentRequestedSchema.typeName,
     subject: requested.orderId,
-    time: timestampNow(),
-    data: anyPack(PaymentRequestedSchema, create(PaymentRequestedSchema, requested)),
   });
 }
 
@@ -162,8 +103,8 @@ export async function recordedFor(service: TestPayment["service"], orderId: stri
         .where(eq(ledgerEntries.paymentId, paymentRows[0].id))
         .orderBy(asc(ledgerEntries.position))
     : [];
-  const outbox = await db.select().from(outboxEvents).where(eq(outboxEvents.subject, orderId));
-  return { payments: paymentRows, ledger, events: outbox.map((row) => decodeEvent(row.envelope)) };
+  const events = await readOutboxEvents(db, { subject: orderId }, produced);
+  return { payments: paymentRows, ledger, events: events.map(withOutcome) };
 }
 
 /** Whether payment's inbox recorded the event as handled. */
@@ -172,29 +113,17 @@ export async function inInbox(service: TestPayment["service"], eventId: string) 
   return rows.length > 0;
 }
 
-/** An outbox envelope with its data unpacked (PaymentCaptured or PaymentDeclined). */
-export function decodeEvent(envelope: Uint8Array) {
-  const event = fromBinary(EventSchema, envelope);
-  return { envelope: event, ...unpack(event) };
-}
+/** The event types payment publishes. */
+const produced = [PaymentCapturedSchema, PaymentDeclinedSchema];
 
-export function unpack(event: Event) {
+/** A decoded event with its data as `captured` or `declined`, whichever it is. */
+function withOutcome(event: DecodedEvent) {
   return {
-    type: event.type,
-    subject: event.subject,
-    captured: event.data && anyUnpack(event.data, PaymentCapturedSchema),
-    declined: event.data && anyUnpack(event.data, PaymentDeclinedSchema),
+    ...event,
+    captured: event.type === PaymentCapturedSchema.typeName ? event.data : undefined,
+    declined: event.type === PaymentDeclinedSchema.typeName ? event.data : undefined,
   };
 }
 
-export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
+/** An event payment published (PaymentCaptured or PaymentDeclined), with its data unpacked. */
+export const unpack = (event: Event) => withOutcome(decodeEvent(event, produced));

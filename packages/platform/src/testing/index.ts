@@ -1,9 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { ConnectError } from "@connectrpc/connect";
 import postgres from "postgres";
+import type { z } from "zod";
 import { type Database, type DatabaseOptions, openDatabase } from "../database.js";
+import { DomainError } from "../errors.js";
+import { type RunningService, type ServiceDefinition, startService } from "../service.js";
+import { createTestIssuer, type TestIssuer } from "./issuer.js";
 
+export * from "./events.js";
 export * from "./issuer.js";
+export * from "./peers.js";
 
 /**
  * Where tests get their databases. With DATABASE_URL set, or a Postgres answering on
@@ -87,6 +93,50 @@ export async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
 }
 
 /**
+ * The DomainError a call fails with: what a promise rejects with, or what a function throws.
+ * Fails the test if the call succeeds; any other error is thrown on as it is.
+ */
+export function domainError(call: Promise<unknown>): Promise<DomainError>;
+export function domainError(call: () => unknown): DomainError;
+export function domainError(
+  call: Promise<unknown> | (() => unknown),
+): DomainError | Promise<DomainError> {
+  const succeeded = (): never => {
+    throw new Error("expected a DomainError, but the call succeeded");
+  };
+  const failed = (error: unknown): DomainError => {
+    if (error instanceof DomainError) return error;
+    throw error;
+  };
+  if (typeof call !== "function") return call.then(succeeded, failed);
+  let result: unknown;
+  try {
+    result = call();
+  } catch (error) {
+    return failed(error);
+  }
+  if (result instanceof Promise) throw new Error("domainError: pass the promise, not a function");
+  return succeeded();
+}
+
+/**
+ * Runs `check` until it stops throwing (an unmet expect throws) and returns its result; after
+ * `timeoutMs` the last failure is the test's. For what happens in the background, such as an
+ * outbox relay delivering.
+ */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+/**
  * A fresh database with a service's migrations applied, for testing its store and domain
  * without the service around them. close() closes and drops it.
  */
@@ -103,6 +153,47 @@ export async function openTestDatabase<TSchema extends Record<string, unknown>>(
     async close() {
       await database.close();
       await testDatabase.drop();
+    },
+  };
+}
+
+/** A service started by startTestService, with what it was started with. */
+export interface TestService<TSchema extends Record<string, unknown>> {
+  service: RunningService<TSchema>;
+  /** The issuer whose tokens the service trusts. */
+  issuer: TestIssuer;
+  testDatabase: TestDatabase;
+  /** Stops the service, drops its database and stops the issuer. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A service as its tests run it: on a free loopback port with a fresh database, trusting a
+ * new test issuer's keys (AUTH_JWKS_URL), with `env` on top. Resolves once it is ready.
+ */
+export async function startTestService<
+  TSchemaShape extends z.ZodObject,
+  TSchema extends Record<string, unknown>,
+>(
+  definition: ServiceDefinition<TSchemaShape, TSchema>,
+  label: string,
+  env: Record<string, string> = {},
+): Promise<TestService<TSchema>> {
+  const issuer = await createTestIssuer();
+  const testDatabase = await createTestDatabase(label);
+  const service = await startService(
+    definition,
+    testEnv(testDatabase, { AUTH_JWKS_URL: issuer.jwksUrl, ...env }),
+  );
+  await service.ready;
+  return {
+    service,
+    issuer,
+    testDatabase,
+    async stop() {
+      await service.stop();
+      await testDatabase.drop();
+      await issuer.close();
     },
   };
 }

@@ -1,7 +1,6 @@
 import { createHmac } from "node:crypto";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { exportJWK, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from "jose";
+import { startTestHttpServer } from "./peers.js";
 
 export interface TestTokenOptions {
   subject?: string;
@@ -43,7 +42,7 @@ export async function createTestIssuer(
     alg: "ES256",
     use: "sig",
   };
-  const server = createServer((req, res) => {
+  const server = await startTestHttpServer((req, res) => {
     if (req.url !== "/.well-known/jwks.json") {
       res.writeHead(404).end();
       return;
@@ -52,8 +51,6 @@ export async function createTestIssuer(
       .writeHead(200, { "content-type": "application/json" })
       .end(JSON.stringify({ keys: [publicJwk] }));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
   const sign = (options: TestTokenOptions, key: typeof privateKey = privateKey) => {
     const now = Math.floor(Date.now() / 1000);
     const jwt = new SignJWT({ roles: options.roles ?? ["customer"], ...options.claims })
@@ -67,7 +64,7 @@ export async function createTestIssuer(
     return jwt.sign(key);
   };
   return {
-    jwksUrl: `http://127.0.0.1:${port}/.well-known/jwks.json`,
+    jwksUrl: `${server.url}/.well-known/jwks.json`,
     issuer,
     audience,
     publicJwk,
@@ -97,10 +94,6 @@ export async function createTestIssuer(
         garbage: "not.a.jwt",
       };
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: server.close,
   };
 }

@@ -1,0 +1,144 @@
+import { randomUUID } from "node:crypto";
+import {
+  create,
+  createRegistry,
+  type DescMessage,
+  fromBinary,
+  type MessageInitShape,
+} from "@bufbuild/protobuf";
+import { anyPack, anyUnpack, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Client, type ConnectRouter, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  type Event,
+  EventSchema,
+  EventSinkService,
+} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { and, asc, eq } from "drizzle-orm";
+import type { AnyExecutor } from "../events/bus.js";
+import { outboxEvents } from "../events/schema.js";
+import { startFakePeer, type TestServer } from "./peers.js";
+
+/** A fake subscriber: where it listens, and the events delivered to it. */
+export interface RecordingEventSink extends TestServer {
+  /** Every event delivered, in the order they arrived, each event id once. */
+  received: Event[];
+}
+
+/**
+ * A stand-in for a subscriber of a service's events: an EventSinkService on a free loopback
+ * port that keeps every event a relay delivers and, like a real sink, answers `duplicate`
+ * for an event id it already has. `routes` serves more of the peer's services on that port.
+ */
+export async function startRecordingEventSink(
+  routes?: (router: ConnectRouter) => void,
+): Promise<RecordingEventSink> {
+  const received: Event[] = [];
+  const server = await startFakePeer((router) => {
+    router.service(EventSinkService, {
+      async deliver(request) {
+        const duplicate = received.some((event) => event.id === request.event!.id);
+        if (!duplicate) received.push(request.event!);
+        return { duplicate };
+      },
+    });
+    routes?.(router);
+  });
+  return { ...server, received };
+}
+
+/** A client of a service's EventSinkService, to deliver events the way a producer's relay does. */
+export function eventSinkClient(baseUrl: string): Client<typeof EventSinkService> {
+  return createClient(EventSinkService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+}
+
+/** The envelope fields a test chooses; the id and time are always fresh. */
+export interface EventEnvelopeFields {
+  /** The service that produced the event. */
+  source: string;
+  /** What the event is about (in the saga, the order id). */
+  subject?: string;
+  /** The event type; the data's message type name unless given. */
+  type?: string;
+  /** W3C trace context of the step that produced the event. */
+  traceparent?: string;
+}
+
+/**
+ * A shop.events.v1.Event as a producer's outbox would deliver it: a fresh id and time, and
+ * `data` packed as the message `schema` describes.
+ */
+export function buildEventEnvelope<Desc extends DescMessage>(
+  schema: Desc,
+  data: MessageInitShape<Desc>,
+  fields: EventEnvelopeFields,
+): Event {
+  return create(EventSchema, {
+    id: randomUUID(),
+    source: fields.source,
+    type: fields.type ?? schema.typeName,
+    subject: fields.subject ?? "",
+    time: timestampNow(),
+    traceparent: fields.traceparent ?? "",
+    data: anyPack(schema, create(schema, data)),
+  });
+}
+
+/** An event envelope with its data unpacked. */
+export interface DecodedEvent {
+  envelope: Event;
+  type: string;
+  source: string;
+  subject: string;
+  /** The unpacked data; undefined when its type is not among the types asked for. */
+  // biome-ignore lint/suspicious/noExplicitAny: tests read whichever event type it is
+  data: any;
+}
+
+/**
+ * Decodes an event envelope (binary, as the outbox stores it, or already parsed) and unpacks
+ * its data with whichever of `dataTypes` it holds.
+ */
+export function decodeEvent(
+  envelope: Event | Uint8Array,
+  dataTypes: readonly DescMessage[] = [],
+): DecodedEvent {
+  const event = envelope instanceof Uint8Array ? fromBinary(EventSchema, envelope) : envelope;
+  return {
+    envelope: event,
+    type: event.type,
+    source: event.source,
+    subject: event.subject,
+    data: event.data && anyUnpack(event.data, createRegistry(...dataTypes)),
+  };
+}
+
+/** Which committed events to read; every field given must match. */
+export interface OutboxEventFilter {
+  id?: string;
+  subject?: string;
+  type?: string;
+}
+
+/**
+ * The events a service committed to its outbox (the platform's outbox_events table), oldest
+ * first, decoded with `dataTypes` as decodeEvent does.
+ */
+export async function readOutboxEvents(
+  db: AnyExecutor,
+  filter: OutboxEventFilter,
+  dataTypes: readonly DescMessage[] = [],
+): Promise<DecodedEvent[]> {
+  const rows = await db
+    .select({ envelope: outboxEvents.envelope })
+    .from(outboxEvents)
+    .where(
+      and(
+        filter.id === undefined ? undefined : eq(outboxEvents.id, filter.id),
+        filter.subject === undefined ? undefined : eq(outboxEvents.subject, filter.subject),
+        filter.type === undefined ? undefined : eq(outboxEvents.type, filter.type),
+      ),
+    )
+    .orderBy(asc(outboxEvents.createdAt));
+  return rows.map((row) => decodeEvent(row.envelope, dataTypes));
+}
