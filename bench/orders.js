@@ -115,8 +115,6 @@ try {
       ).tokens.accessToken,
     );
   }
-  const before = await snapshotStock(urls);
-
   async function phase(label, base, durationSeconds) {
     const latencies = [];
     let failures = 0;
@@ -172,6 +170,10 @@ try {
     };
   }
 
+  // Unreported: the first seconds run cold (JIT, connection pools) and would skew whichever
+  // phase came first.
+  const before = await snapshotStock(urls);
+  await phase("warm-up", ingress, 5);
   const results = [];
   if (directSeconds > 0)
     results.push(await phase("direct to order", shop.workloadUrls.order, directSeconds));

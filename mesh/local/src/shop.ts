@@ -91,7 +91,11 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
       {
         name,
         cwd: options.root,
-        args: [join(options.root, "services", name, "dist/main.js")],
+        // THINMESH_NODE_ARGS passes flags to every workload's node (--cpu-prof, --inspect, …).
+        args: [
+          ...(process.env.THINMESH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
+          join(options.root, "services", name, "dist/main.js"),
+        ],
         env: {
           PORT: String(options.basePort + i),
           HOST: host,

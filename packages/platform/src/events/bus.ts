@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
+import { sql } from "drizzle-orm";
 import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { currentContext } from "../context.js";
 import type { AppDatabase, Executor } from "../database.js";
@@ -69,17 +70,15 @@ export function createEventBus(options: EventBusOptions): EventBus {
         tracestate: context?.propagation.tracestate ?? "",
         data: anyPack(schema, data),
       });
-      await tx.insert(outboxEvents).values({
-        id: event.id,
-        type: event.type,
-        subject,
-        envelope: toBinary(EventSchema, event),
-      });
-      if (subscribers.length > 0) {
-        await tx
-          .insert(outboxDeliveries)
-          .values(subscribers.map((subscriber) => ({ eventId: event.id, subscriber })));
-      }
+      // One statement for the event and its deliveries: publishing is on every write path.
+      await tx.execute(sql`
+        with event as (
+          insert into ${outboxEvents} (id, type, subject, envelope)
+          values (${event.id}, ${event.type}, ${subject}, ${toBinary(EventSchema, event)})
+          returning id)
+        insert into ${outboxDeliveries} (event_id, subscriber)
+        select event.id, subscriber
+          from event, unnest(${`{${subscribers.join(",")}}`}::text[]) as subscriber`);
       return event.id;
     };
 
