@@ -101,7 +101,9 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
   });
 
   const sockets = new Set<Socket>();
-  const tcp = createTcpServer((socket) => {
+  // http.Server would set these on the sockets it accepts; this server accepts them instead.
+  // Without noDelay, Nagle's algorithm meets delayed ACKs and small responses wait ~40 ms.
+  const tcp = createTcpServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     let head = Buffer.alloc(0);
