@@ -17,6 +17,18 @@ describe("what each overlay sets", () => {
     }
   });
 
+  it("every service exports its OpenTelemetry spans to the Jaeger collector in every overlay", () => {
+    for (const overlay of ["dev", "staging", "prod"] as Overlay[]) {
+      const objects = built(overlay);
+      for (const name of services) {
+        expect(
+          environmentOf(objects, deployment(objects, name)).get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+          `${overlay}/${name}`,
+        ).toBe("http://jaeger-collector.istio-system.svc.cluster.local:4318");
+      }
+    }
+  });
+
   it("dev: one replica, a Postgres per service, full tracing, a seeded catalog, payment v2", () => {
     const objects = built("dev");
     for (const name of services) expect(deployment(objects, name).spec.replicas).toBe(1);

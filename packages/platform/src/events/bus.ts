@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
-import { sql } from "drizzle-orm";
 import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { sql } from "drizzle-orm";
 import { currentContext } from "../context.js";
 import type { AppDatabase, Executor } from "../database.js";
 import { outboxDeliveries, outboxEvents } from "./schema.js";

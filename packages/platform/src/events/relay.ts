@@ -156,7 +156,10 @@ export function createRelay(options: RelayOptions): Relay {
       if (claimed.length > 0) {
         const accepted = await Promise.all(claimed.map(deliver));
         try {
-          await markDelivered(subscriber, claimed.filter((_, i) => accepted[i]));
+          await markDelivered(
+            subscriber,
+            claimed.filter((_, i) => accepted[i]),
+          );
         } catch (error) {
           // The lease runs out and the events are delivered again; consumers dedupe them.
           logger.warn({ err: error, subscriber }, "cannot record deliveries; they will repeat");
