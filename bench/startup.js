@@ -12,8 +12,15 @@ import postgres from "postgres";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const runs = Number(process.argv[2] ?? 5);
 const serverUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const services = ["auth", "catalog"];
-const extraEnv = { catalog: { AUTH_JWKS_URL: "http://127.0.0.1:9/.well-known/jwks.json" } };
+const services = ["auth", "catalog", "order", "payment"];
+// Peers are only named, not called, while a service starts and idles.
+const peer = "http://127.0.0.1:9";
+const jwks = { AUTH_JWKS_URL: `${peer}/.well-known/jwks.json` };
+const extraEnv = {
+  catalog: { ...jwks, ORDER_URL: peer },
+  order: { ...jwks, CATALOG_URL: peer, PAYMENT_URL: peer },
+  payment: { ...jwks, ORDER_URL: peer },
+};
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

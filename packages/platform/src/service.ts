@@ -120,7 +120,7 @@ export async function startService<
     level: config.LOG_LEVEL,
   });
   // OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise a no-op.
-  const tracing = initTracing({
+  const tracing = await initTracing({
     service: definition.name,
     version: config.SERVICE_VERSION,
     env,

@@ -123,7 +123,7 @@ describe("with an OTLP endpoint", () => {
   let pair: Awaited<ReturnType<typeof startPair>>;
 
   beforeAll(async () => {
-    tracing = initTracing({ service: "front", version: "v1", env: enabledEnv, exporter });
+    tracing = await initTracing({ service: "front", version: "v1", env: enabledEnv, exporter });
     pair = await startPair(tracing);
   });
   afterAll(async () => {
@@ -277,7 +277,7 @@ describe("without an endpoint", () => {
   let pair: Awaited<ReturnType<typeof startPair>>;
 
   beforeAll(async () => {
-    tracing = initTracing({ service: "front", version: "v1", env: {}, exporter });
+    tracing = await initTracing({ service: "front", version: "v1", env: {}, exporter });
     pair = await startPair(tracing);
   });
   afterAll(async () => {
@@ -360,7 +360,7 @@ describe("OTLP/HTTP export", () => {
     });
     await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
     const { port } = collector.address() as AddressInfo;
-    const tracing = initTracing({
+    const tracing = await initTracing({
       service: "catalog",
       version: "v2",
       env: {
@@ -399,7 +399,7 @@ describe("OTLP/HTTP export", () => {
     await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
     const { port } = collector.address() as AddressInfo;
     const errors: Error[] = [];
-    const tracing = initTracing({
+    const tracing = await initTracing({
       service: "order",
       version: "v1",
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` },
@@ -421,7 +421,7 @@ describe("OTLP/HTTP export", () => {
   });
 
   it("shuts down promptly when the collector cannot be reached", async () => {
-    const tracing = initTracing({
+    const tracing = await initTracing({
       service: "order",
       version: "v1",
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" },

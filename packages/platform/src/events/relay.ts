@@ -166,6 +166,8 @@ export function createRelay(options: RelayOptions): Relay {
         }
         continue;
       }
+      // stop() may have come while this lane was claiming: its wake-up found nobody waiting.
+      if (!running) break;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
