@@ -114,6 +114,17 @@ describe("npm start", () => {
     expect(created.body.product.sku).toBe(sku);
   });
 
+  it("runs the walkthrough (npm run demo) to a CONFIRMED and a CANCELLED order", async () => {
+    const demo = spawnNode(["scripts/demo.js"], { THINMESH_URL: ingress });
+    expect(await demo.exited).toBe(0);
+    const output = demo.output();
+    expect(output).toMatch(/: CONFIRMED, total /);
+    expect(output).toMatch(
+      /: CANCELLED, total .*\n\s+reason: payment declined: amount exceeds the limit/,
+    );
+    expect(output).toMatch(/stock of \S+: (\d+) before, \1 after \(restored\)/);
+  });
+
   it("restarts a crashed service, like a pod", async () => {
     const before = await (await fetch(`${catalogDirect}/readyz`)).json();
     expect(before).toEqual({ status: "ready" });
