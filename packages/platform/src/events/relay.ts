@@ -75,7 +75,7 @@ export function createRelay(options: RelayOptions): Relay {
   const wakers = new Set<() => void>();
   const lanes: Promise<void>[] = [];
 
-  async function claim(subscriber: string): Promise<Claimed[]> {
+  async function claim(subscriber: string, limit: number): Promise<Claimed[]> {
     const result = await db.execute(sql`
       update outbox_deliveries d
          set lease_until = now() + ${`${leaseMs} milliseconds`}::interval, attempts = d.attempts + 1
@@ -86,7 +86,7 @@ export function createRelay(options: RelayOptions): Relay {
                 where subscriber = ${subscriber} and status = 'pending' and next_attempt_at <= now()
                   and (lease_until is null or lease_until < now())
                 order by next_attempt_at, created_at
-                limit ${concurrency}
+                limit ${limit}
                   for update skip locked)
       returning d.event_id, d.subscriber, d.attempts, e.envelope`);
     return rowsOf<Claimed>(result);
@@ -145,25 +145,46 @@ export function createRelay(options: RelayOptions): Relay {
        where subscriber = ${subscriber} and event_id = any(${ids}::uuid[])`);
   }
 
+  /**
+   * One subscriber's deliveries: up to `concurrency` in flight at once, topped up as each one
+   * finishes (a slow delivery holds up nothing but its own slot), the accepted ones recorded
+   * together.
+   */
   async function lane(subscriber: string) {
+    const inFlight = new Set<Promise<void>>();
+    let accepted: Claimed[] = [];
+    const recordAccepted = async () => {
+      if (accepted.length === 0) return;
+      const rows = accepted;
+      accepted = [];
+      try {
+        await markDelivered(subscriber, rows);
+      } catch (error) {
+        // The leases run out and the events are delivered again; consumers dedupe them.
+        logger.warn({ err: error, subscriber }, "cannot record deliveries; they will repeat");
+      }
+    };
     while (running) {
       let claimed: Claimed[] = [];
-      try {
-        claimed = await claim(subscriber);
-      } catch (error) {
-        logger.warn({ err: error, subscriber }, "cannot claim outbox rows; will retry");
-      }
-      if (claimed.length > 0) {
-        const accepted = await Promise.all(claimed.map(deliver));
+      const free = concurrency - inFlight.size;
+      if (free > 0) {
         try {
-          await markDelivered(
-            subscriber,
-            claimed.filter((_, i) => accepted[i]),
-          );
+          claimed = await claim(subscriber, free);
         } catch (error) {
-          // The lease runs out and the events are delivered again; consumers dedupe them.
-          logger.warn({ err: error, subscriber }, "cannot record deliveries; they will repeat");
+          logger.warn({ err: error, subscriber }, "cannot claim outbox rows; will retry");
         }
+      }
+      for (const row of claimed) {
+        const delivery: Promise<void> = deliver(row).then((ok) => {
+          if (ok) accepted.push(row);
+          inFlight.delete(delivery);
+        });
+        inFlight.add(delivery);
+      }
+      await recordAccepted();
+      // A full claim suggests more are due: look again as soon as a slot is free.
+      if (claimed.length > 0 && claimed.length === free) {
+        if (inFlight.size >= concurrency) await Promise.race(inFlight);
         continue;
       }
       // stop() may have come while this lane was claiming: its wake-up found nobody waiting.
@@ -176,8 +197,12 @@ export function createRelay(options: RelayOptions): Relay {
         };
         const timer = setTimeout(done, pollIntervalMs);
         wakers.add(done);
+        // A finished delivery frees a slot and has an acceptance to record.
+        for (const delivery of inFlight) delivery.then(done);
       });
     }
+    await Promise.all(inFlight);
+    await recordAccepted();
   }
 
   const wake = () => {
