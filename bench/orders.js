@@ -1,13 +1,18 @@
 #!/usr/bin/env node
-// Places orders at a fixed concurrency for a fixed time through the local ingress (and, for
-// comparison, directly to the order service), against the real Postgres, then checks the
-// saga's invariants. Usage (after npm run build):
-//   node bench/orders.js [--seconds 30] [--concurrency 32] [--direct-seconds 10]
-// Prints confirmed orders/s, PlaceOrder p50/p99 and time-to-CONFIRMED p50/p99.
+// Places orders through the local ingress (and, for comparison, directly to the order
+// service) against the real Postgres, then checks the saga's invariants. Usage (after
+// npm run build):
+//   node bench/orders.js [--rate 200] [--seconds 30] [--concurrency 32] [--direct-seconds 10]
+// --rate R offers R orders/s (an open loop, as real users do: a slow answer does not slow the
+// arrivals) with at most --concurrency in flight; latency counts from when an order was due,
+// so time spent waiting for a free slot is not hidden. --rate 0 is a closed loop instead:
+// --concurrency workers each placing their next order as soon as the last one is answered.
+// Prints confirmed orders/s, PlaceOrder p50/p99, time-to-CONFIRMED p50/p99 and the CPU each
+// process spent per order.
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
@@ -16,11 +21,13 @@ import { devAdmin, startLocalShop, workloadNames } from "../mesh/local/dist/shop
 
 const { values } = parseArgs({
   options: {
+    rate: { type: "string", default: "200" },
     seconds: { type: "string", default: "30" },
     concurrency: { type: "string", default: "32" },
     "direct-seconds": { type: "string", default: "10" },
   },
 });
+const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
@@ -115,38 +122,72 @@ try {
       ).tokens.accessToken,
     );
   }
+  async function placeOrder(base, worker, n) {
+    const product = products[(worker + n) % products.length];
+    await rpc(
+      base,
+      "shop.order.v1.OrderService/PlaceOrder",
+      {
+        idempotencyKey: randomUUID(),
+        items: [{ productId: product.id, quantity: 1 }],
+        paymentToken: "tok_test_visa",
+      },
+      users[worker % users.length],
+    );
+  }
   async function phase(label, base, durationSeconds) {
     const latencies = [];
     let failures = 0;
+    const fail = (error) => {
+      failures++;
+      if (failures < 5) console.error(`${label}: ${error.message}`);
+    };
     const started = performance.now();
     const deadline = started + durationSeconds * 1000;
     const sinceMs = Date.now();
-    await Promise.all(
-      users.map(async (token, worker) => {
-        for (let n = 0; performance.now() < deadline; n++) {
-          const product = products[(worker + n) % products.length];
-          const t0 = performance.now();
-          try {
-            await rpc(
-              base,
-              "shop.order.v1.OrderService/PlaceOrder",
-              {
-                idempotencyKey: randomUUID(),
-                items: [{ productId: product.id, quantity: 1 }],
-                paymentToken: "tok_test_visa",
-              },
-              token,
-            );
-            latencies.push(performance.now() - t0);
-          } catch (error) {
-            failures++;
-            if (failures < 5) console.error(`${label}: ${error.message}`);
+    const cpuBefore = cpuSample();
+    if (rate > 0) {
+      // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
+      const total = Math.floor(durationSeconds * rate);
+      let next = 0;
+      let inFlight = 0;
+      await new Promise((resolve) => {
+        const pump = () => {
+          const now = performance.now();
+          while (next < total && inFlight < concurrency && started + (next * 1000) / rate <= now) {
+            const n = next++;
+            const due = started + (n * 1000) / rate;
+            inFlight++;
+            placeOrder(base, n, n)
+              .then(() => latencies.push(performance.now() - due), fail)
+              .finally(() => {
+                inFlight--;
+                if (next >= total && inFlight === 0) resolve();
+                else pump();
+              });
           }
-        }
-      }),
-    );
+          if (next < total && inFlight < concurrency) {
+            setTimeout(pump, Math.max(0, started + (next * 1000) / rate - performance.now()));
+          }
+        };
+        pump();
+      });
+    } else {
+      await Promise.all(
+        users.map(async (_, worker) => {
+          for (let n = 0; performance.now() < deadline; n++) {
+            const t0 = performance.now();
+            await placeOrder(base, worker, n).then(
+              () => latencies.push(performance.now() - t0),
+              fail,
+            );
+          }
+        }),
+      );
+    }
     const placingSeconds = (performance.now() - started) / 1000;
     await settle(urls, 120_000);
+    const cpu = cpuSince(cpuBefore);
     const sql = postgres(urls.order, { max: 1, onnotice: () => {} });
     const rows = await sql`
       select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
@@ -167,6 +208,9 @@ try {
       placeP99: percentile(latencies, 99),
       confirmP50: percentile(toConfirmed, 50),
       confirmP99: percentile(toConfirmed, 99),
+      cpuPerOrder: Object.fromEntries(
+        Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, confirmed)]),
+      ),
     };
   }
 
@@ -180,7 +224,9 @@ try {
   results.push(await phase("through the ingress", ingress, seconds));
   const report = await checkInvariants(urls, before);
 
-  console.log(`\nconcurrency ${concurrency}; ${os()}`);
+  console.log(
+    `\n${rate > 0 ? `offered ${rate} orders/s, at most ${concurrency} in flight` : `closed loop, concurrency ${concurrency}`}; ${os()}`,
+  );
   console.log(
     "phase                   placed  failed  confirmed/s  PlaceOrder p50/p99     to CONFIRMED p50/p99",
   );
@@ -188,6 +234,11 @@ try {
     console.log(
       `${r.label.padEnd(22)} ${String(r.placed).padStart(7)} ${String(r.failures).padStart(7)} ${r.confirmedPerSecond.toFixed(0).padStart(12)}  ${r.placeP50.toFixed(1).padStart(7)} / ${r.placeP99.toFixed(1).padStart(6)} ms  ${r.confirmP50.toFixed(0).padStart(8)} / ${r.confirmP99.toFixed(0)} ms`,
     );
+  }
+  console.log("\nCPU ms per confirmed order (placing until settled):");
+  for (const r of results) {
+    const parts = Object.entries(r.cpuPerOrder).map(([name, ms]) => `${name} ${ms.toFixed(1)}`);
+    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
   }
   if (results.length === 2) {
     const [direct, mesh] = results;
@@ -209,5 +260,33 @@ try {
 }
 
 function os() {
-  return `node ${process.version}`;
+  return `node ${process.version}, ${cpus().length} cores`;
+}
+
+// CPU time in ms: each workload's process, this process (the client and the ingress), and the
+// rest of the machine (Postgres, mostly), from /proc (Linux).
+function cpuSample() {
+  const ticksToMs = 10; // USER_HZ is 100 on Linux
+  const sample = {};
+  for (const p of shop.processes) {
+    const pid = p.pid();
+    if (!pid) continue;
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    sample[p.name] = (Number(fields[11]) + Number(fields[12])) * ticksToMs;
+  }
+  const usage = process.cpuUsage();
+  sample["client+ingress"] = (usage.user + usage.system) / 1000;
+  const [, ...total] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
+  const [user, nice, system, , , irq, softirq] = total.map(Number);
+  sample.machine = (user + nice + system + irq + softirq) * ticksToMs;
+  return sample;
+}
+function cpuSince(before) {
+  const now = cpuSample();
+  const spent = Object.fromEntries(Object.keys(now).map((k) => [k, now[k] - (before[k] ?? 0)]));
+  const { machine, ...processes } = spent;
+  spent.rest = machine - Object.values(processes).reduce((a, b) => a + b, 0);
+  delete spent.machine;
+  spent.total = machine;
+  return spent;
 }

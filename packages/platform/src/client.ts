@@ -28,6 +28,10 @@ export function createPeerClient<S extends DescService>(service: S, baseUrl: str
     createConnectTransport({
       baseUrl,
       httpVersion: "1.1",
+      // Between services: protobuf's binary encoding (a fraction of JSON's CPU) and no
+      // compression (the bytes stay inside the cluster; compressing costs more than it saves).
+      useBinaryFormat: true,
+      acceptCompression: [],
       // Forward the request's headers, then (with tracing on) replace the trace headers with
       // those of a client span for this call.
       interceptors: [forwardContextInterceptor(), tracingClientInterceptor()],

@@ -55,7 +55,7 @@ function openPostgres<TSchema extends Record<string, unknown>>(
 ): Database<TSchema> {
   const clientOptions = { onnotice: () => {}, connect_timeout: 5 } as const;
   const client = postgres(url, { ...clientOptions, max: options.poolSize ?? 10 });
-  const db = drizzlePostgres(client, { schema: options.schema });
+  const db = drizzlePostgres(preparingStatements(client), { schema: options.schema });
   return {
     kind: "postgres",
     db: db as unknown as AppDatabase<TSchema>,
@@ -80,6 +80,37 @@ function openPostgres<TSchema extends Record<string, unknown>>(
       await client.end({ timeout: 5 });
     },
   };
+}
+
+/**
+ * drizzle runs every query through postgres-js's unsafe(), which does not prepare: each
+ * parameterized query then costs two round trips (describe, then execute) and a parse and plan
+ * in Postgres. The services' queries are a small fixed set of texts, so this view of the client
+ * prepares them all: each connection parses a text once and afterwards only binds and executes.
+ */
+function preparingStatements(client: postgres.Sql): postgres.Sql {
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      switch (property) {
+        case "unsafe":
+          return (query: string, params?: unknown[], options?: postgres.UnsafeQueryOptions) =>
+            // biome-ignore lint/suspicious/noExplicitAny: postgres-js's parameter typing is narrower than what drizzle passes
+            target.unsafe(query, params as any, { ...options, prepare: true });
+        // Transactions and savepoints hand drizzle a new client: prepare there too.
+        case "begin":
+        case "savepoint":
+          return (...args: unknown[]) => {
+            const fn = args.pop() as (sql: postgres.Sql) => unknown;
+            // biome-ignore lint/suspicious/noExplicitAny: savepoint exists on transaction clients only
+            return (target as any)[property](...args, (sql: postgres.Sql) =>
+              fn(preparingStatements(sql)),
+            );
+          };
+        default:
+          return Reflect.get(target, property, receiver);
+      }
+    },
+  });
 }
 
 async function openPglite<TSchema extends Record<string, unknown>>(
