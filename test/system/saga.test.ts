@@ -211,7 +211,9 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
       EventSinkService,
       createConnectTransport({ baseUrl: shop.workloadUrls.catalog, httpVersion: "1.1" }),
     );
-    expect(await sink.deliver({ event })).toMatchObject({ duplicate: true });
+    expect((await sink.deliver({ events: [event] })).results).toMatchObject([
+      { eventId: event.id, duplicate: true },
+    ]);
   });
 
   it("delivers what a consumer missed while it was down", async () => {

@@ -77,6 +77,13 @@ export const baseConfigSchema = z.object({
   OUTBOX_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(1000).default(25),
   OUTBOX_BASE_BACKOFF_MS: z.coerce.number().int().min(1).default(250),
   OUTBOX_MAX_BACKOFF_MS: z.coerce.number().int().min(1).default(30_000),
+  /**
+   * Deliver calls in flight per subscriber. Events due while all are busy go out together in
+   * the next call; raise it for consumers whose handlers wait on something slow.
+   */
+  OUTBOX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
+  /** Most events in one Deliver call (and one consumer transaction). */
+  OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(500).default(32),
 });
 
 /** The iss and aud of access tokens: issued with them by auth, demanded by every verifier. */

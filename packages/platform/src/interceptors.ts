@@ -56,7 +56,8 @@ export function observeInterceptor(logger: Logger, metrics: Metrics): Intercepto
   };
 }
 
-function toConnectError(error: unknown, logger: Logger, method: string): ConnectError {
+/** The Connect error a caller may see for any error thrown while handling `method`. */
+export function toConnectError(error: unknown, logger: Logger, method: string): ConnectError {
   if (error instanceof DomainError) return new ConnectError(error.message, codeOf[error.kind]);
   if (error instanceof ConnectError) return error;
   logger.error({ err: error, rpc: method }, "unexpected error in handler");

@@ -149,7 +149,9 @@ export async function startService<
   }
   const rpc = [...parts.rpc];
   if (parts.events?.consumes?.length) {
-    const sink = createEventSink(parts.events.bus, parts.events.consumes);
+    const sink = createEventSink(parts.events.bus, parts.events.consumes, {
+      logger: logger.child({ component: "event-sink" }),
+    });
     rpc.push(bind(EventSinkService, sink, { deliver: "internal" }));
   }
 
@@ -277,6 +279,8 @@ function relayFor(
     maxAttempts: config.OUTBOX_MAX_ATTEMPTS,
     baseBackoffMs: config.OUTBOX_BASE_BACKOFF_MS,
     maxBackoffMs: config.OUTBOX_MAX_BACKOFF_MS,
+    concurrency: config.OUTBOX_CONCURRENCY,
+    batchSize: config.OUTBOX_BATCH_SIZE,
   });
 }
 

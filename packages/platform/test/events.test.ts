@@ -1,4 +1,6 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -24,6 +26,8 @@ import {
   eventSinkClient,
   eventually,
   readOutboxEvents,
+  rpcError,
+  startRecordingEventSink,
   type TestDatabase,
   testEnv,
 } from "../src/testing/index.js";
@@ -48,7 +52,7 @@ beforeAll(async () => {
   producer = await openDatabase({ url: producerDb.url, schema: {}, migrationsFolder });
   await producer.migrate();
   consumerDb = await createTestDatabase("platform_consumer");
-  consumer = await startService(consumerService, testEnv(consumerDb));
+  consumer = await startService(consumerService, testEnv(consumerDb, { FAIL_QUANTITY: "13" }));
   await consumer.ready;
 });
 afterEach(async () => {
@@ -193,9 +197,9 @@ describe("consumers", () => {
     const eventId = await placeOrder(bus, orderId, 2);
     const [committed] = await readOutboxEvents(producer.db, { id: eventId });
     const event = committed!.envelope;
-    expect(await client.deliver({ event })).toMatchObject({ duplicate: false });
-    expect(await client.deliver({ event })).toMatchObject({ duplicate: true });
-    await Promise.all([client.deliver({ event }), client.deliver({ event })]);
+    expect(await client.deliverOne(event)).toMatchObject({ duplicate: false });
+    expect(await client.deliverOne(event)).toMatchObject({ duplicate: true });
+    await Promise.all([client.deliverOne(event), client.deliverOne(event)]);
     expect(await consumerEffects(orderId)).toHaveLength(1);
   });
 
@@ -233,7 +237,7 @@ describe("consumers", () => {
       sql`update outbox_deliveries set lease_until = now() + interval '200 milliseconds', attempts = 1 where event_id = ${eventId}`,
     );
     const [committed] = await readOutboxEvents(producer.db, { id: eventId });
-    await eventSinkClient(consumer.url).deliver({ event: committed!.envelope });
+    await eventSinkClient(consumer.url).deliverOne(committed!.envelope);
     // A surviving relay takes over once the lease lapses.
     relay.start();
     await eventually(async () => {
@@ -246,7 +250,103 @@ describe("consumers", () => {
   });
 });
 
+describe("a delivery of several events", () => {
+  async function committedEvent(bus: EventBus, orderId: string, quantity: number) {
+    const eventId = await placeOrder(bus, orderId, quantity);
+    return (await readOutboxEvents(producer.db, { id: eventId }))[0]!.envelope;
+  }
+
+  it("applies them in one go and answers for each: applied, duplicate, or why not", async () => {
+    const { bus } = producerBus({ consumer: consumer.url });
+    const [first, second, failing] = [
+      crypto.randomUUID(),
+      crypto.randomUUID(),
+      crypto.randomUUID(),
+    ];
+    const seen = await committedEvent(bus, first, 1);
+    await eventSinkClient(consumer.url).deliverOne(seen);
+    const fresh = await committedEvent(bus, second, 2);
+    const unlucky = await committedEvent(bus, failing, 13);
+    const alien = { ...fresh, id: crypto.randomUUID(), type: "shop.events.v1.StockReserved" };
+
+    const { results } = await eventSinkClient(consumer.url).deliver({
+      events: [seen, fresh, unlucky, alien],
+    });
+    expect(results).toMatchObject([
+      { eventId: seen.id, duplicate: true },
+      { eventId: fresh.id, duplicate: false },
+      {
+        eventId: unlucky.id,
+        error: { code: "unavailable", message: expect.stringMatching(/13 units/) },
+      },
+      { eventId: alien.id, error: { code: "invalid_argument" } },
+    ]);
+    expect(results[1]?.error).toBeUndefined();
+    // The failing event took nothing down with it; it left no effect of its own.
+    expect(await consumerEffects(second)).toEqual([expect.objectContaining({ quantity: 2 })]);
+    expect(await consumerEffects(failing)).toEqual([]);
+  });
+
+  it("is refused as a whole when one event is malformed", async () => {
+    const { bus } = producerBus({ consumer: consumer.url });
+    const good = await committedEvent(bus, crypto.randomUUID(), 1);
+    const error = await rpcError(
+      eventSinkClient(consumer.url).deliver({ events: [good, { ...good, id: "not-a-uuid" }] }),
+    );
+    expect(error.code).toBe(Code.InvalidArgument);
+    expect(error.message).toMatch(/events\[1\]\.id/);
+  });
+});
+
 describe("relay", () => {
+  it("sends a backlog in few calls, each event once", async () => {
+    const sink = await startRecordingEventSink();
+    cleanups.push(() => sink.close());
+    const { bus, relay } = producerBus(
+      { consumer: sink.url, slowpoke: sink.url },
+      { concurrency: 1, batchSize: 10 },
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 25; i++) ids.push(await placeOrder(bus, crypto.randomUUID()));
+    relay.start();
+    await eventually(async () => {
+      const [counted] = rowsOf<{ pending: number }>(
+        await producer.db.execute(
+          sql`select count(*)::int as pending from outbox_deliveries where status <> 'delivered'`,
+        ),
+      );
+      expect(counted?.pending).toBe(0);
+    });
+    // Two subscribers, one sink: 50 deliveries in calls of at most 10, in publishing order.
+    expect(sink.batches.reduce((a, b) => a + b, 0)).toBe(50);
+    expect(Math.max(...sink.batches)).toBe(10);
+    expect(sink.batches.length).toBeLessThanOrEqual(6);
+    expect(sink.received.map((e) => e.id)).toEqual(ids);
+  });
+
+  it("parks only the malformed event of a call refused as a whole", async () => {
+    const { bus, relay } = producerBus({ consumer: consumer.url }, { concurrency: 1 });
+    const orderId = crypto.randomUUID();
+    const goodId = await placeOrder(bus, orderId, 4);
+    // An envelope the sink's validation refuses (no source), as a buggy producer might write.
+    const badId = await placeOrder(bus, crypto.randomUUID());
+    const [bad] = await readOutboxEvents(producer.db, { id: badId });
+    await producer.db.execute(
+      sql`update outbox_events set envelope = ${toBinary(EventSchema, { ...bad!.envelope, source: "" })} where id = ${badId}`,
+    );
+    relay.start();
+    await eventually(async () => {
+      expect((await deliveryStates(goodId)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+      expect((await deliveryStates(badId)).map((s) => s.status)).toEqual(["dead", "dead"]);
+    });
+    expect(await consumerEffects(orderId)).toEqual([expect.objectContaining({ quantity: 4 })]);
+    const [dead] = (await listDeadDeliveries(producer.db)).filter((d) => d.eventId === badId);
+    expect(dead?.lastError).toMatch(/source/);
+  });
+
   it("backs off and parks an event as dead after the last attempt, where it can be re-driven", async () => {
     const port = await freePort();
     const { bus, relay } = producerBus(

@@ -27,7 +27,7 @@ import { observed, sinkService } from "./fixtures/sink-service.js";
 function event(type = "test.ping"): DeliverRequest {
   const money = { currencyCode: "EUR", amountMinor: 1n };
   return create(DeliverRequestSchema, {
-    event: buildEventEnvelope(MoneySchema, money, { source: "test", type }),
+    events: [buildEventEnvelope(MoneySchema, money, { source: "test", type })],
   });
 }
 
@@ -60,8 +60,8 @@ describe("one port", () => {
   it.each(transports)("serves %s", async (_name, transport) => {
     const client = createClient(EventSinkService, transport());
     const request = event();
-    expect(await client.deliver(request)).toMatchObject({ duplicate: false });
-    expect(await client.deliver(request)).toMatchObject({ duplicate: true });
+    expect((await client.deliver(request)).results).toMatchObject([{ duplicate: false }]);
+    expect((await client.deliver(request)).results).toMatchObject([{ duplicate: true }]);
   });
 
   it("serves plain routes next to RPCs", async () => {
@@ -74,25 +74,28 @@ describe("one port", () => {
   });
 
   it("answers curl-style Connect JSON", async () => {
+    const id = randomUUID();
     const response = await fetch(`${service.url}/shop.events.v1.EventSinkService/Deliver`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
-        event: {
-          id: randomUUID(),
-          source: "curl",
-          type: "test.curl",
-          time: new Date().toISOString(),
-          data: {
-            "@type": "type.googleapis.com/shop.common.v1.Money",
-            currencyCode: "EUR",
-            amountMinor: "5",
+        events: [
+          {
+            id,
+            source: "curl",
+            type: "test.curl",
+            time: new Date().toISOString(),
+            data: {
+              "@type": "type.googleapis.com/shop.common.v1.Money",
+              currencyCode: "EUR",
+              amountMinor: "5",
+            },
           },
-        },
+        ],
       }),
     });
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({});
+    expect(await response.json()).toEqual({ results: [{ eventId: id }] });
   });
 });
 
@@ -124,20 +127,20 @@ describe("bad input", () => {
       createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
     );
     const bad = event();
-    bad.event!.id = "not-a-uuid";
-    bad.event!.source = "";
+    bad.events[0]!.id = "not-a-uuid";
+    bad.events[0]!.source = "";
     const error = await rpcError(client.deliver(bad));
     expect(error.code).toBe(Code.InvalidArgument);
-    expect(error.message).toMatch(/event\.id: value must be a valid UUID|event\.id/);
-    expect(error.message).toMatch(/event\.source/);
+    expect(error.message).toMatch(/events\[0\]\.id: must be a valid UUID/);
+    expect(error.message).toMatch(/events\[0\]\.source/);
     const missing = await rpcError(client.deliver(create(DeliverRequestSchema, {})));
     expect(missing.code).toBe(Code.InvalidArgument);
-    expect(missing.message).toMatch(/event: value is required/);
+    expect(missing.message).toMatch(/events: must contain at least 1 item/);
   });
 
   it("rejects oversized bodies with resource_exhausted", async () => {
     const big = event();
-    big.event!.subject = "x".repeat(8000);
+    big.events[0]!.subject = "x".repeat(8000);
     const client = createClient(
       EventSinkService,
       createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
@@ -210,7 +213,7 @@ describe("shutdown", () => {
       const slow = client.deliver(event("test.slow"));
       await new Promise((r) => setTimeout(r, 100));
       const stopped = doomed.stop();
-      await expect(slow).resolves.toMatchObject({ duplicate: false });
+      await expect(slow).resolves.toMatchObject({ results: [{ duplicate: false }] });
       await stopped;
       await expect(fetch(`${doomed.url}/healthz`)).rejects.toThrow();
     } finally {

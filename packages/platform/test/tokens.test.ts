@@ -52,13 +52,15 @@ const deliver = (authorization?: string) => {
     createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }),
   );
   const request = create(DeliverRequestSchema, {
-    event: {
-      id: randomUUID(),
-      source: "test",
-      type: "test.auth",
-      time: timestampNow(),
-      data: anyPack(MoneySchema, create(MoneySchema, { currencyCode: "EUR", amountMinor: 1n })),
-    },
+    events: [
+      {
+        id: randomUUID(),
+        source: "test",
+        type: "test.auth",
+        time: timestampNow(),
+        data: anyPack(MoneySchema, create(MoneySchema, { currencyCode: "EUR", amountMinor: 1n })),
+      },
+    ],
   });
   return client.deliver(request, authorization ? { headers: { authorization } } : {});
 };

@@ -37,7 +37,7 @@ const enabledEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" };
 function event(type: string): DeliverRequest {
   const money = { currencyCode: "EUR", amountMinor: 1n };
   return create(DeliverRequestSchema, {
-    event: buildEventEnvelope(MoneySchema, money, { source: "test", type }),
+    events: [buildEventEnvelope(MoneySchema, money, { source: "test", type })],
   });
 }
 
@@ -56,7 +56,7 @@ async function startPair(tracing: Tracing) {
         router.service(EventSinkService, {
           async deliver(request) {
             await handler(request);
-            return { duplicate: false };
+            return { results: [] };
           },
         }),
       interceptors,
@@ -65,8 +65,8 @@ async function startPair(tracing: Tracing) {
     });
   const back = server(async (request) => {
     seen.push({ logTraceId: currentContext()?.traceId });
-    if (request.event?.type === "fail.internal") throw new ConnectError("boom", Code.Internal);
-    if (request.event?.type === "fail.not_found") throw new ConnectError("gone", Code.NotFound);
+    if (request.events[0]?.type === "fail.internal") throw new ConnectError("boom", Code.Internal);
+    if (request.events[0]?.type === "fail.not_found") throw new ConnectError("gone", Code.NotFound);
   });
   const backUrl = await listen(back);
   const peer = createClient(

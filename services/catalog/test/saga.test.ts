@@ -60,7 +60,7 @@ const cancelled = (orderId: string, reason = "payment declined") =>
   envelope(OrderCancelledSchema, { orderId, reason }, orderId);
 
 async function deliver(event: Event): Promise<boolean> {
-  return (await sink.deliver({ event })).duplicate;
+  return (await sink.deliverOne(event)).duplicate;
 }
 
 async function product(stock: number) {
@@ -205,7 +205,7 @@ describe("OrderPlaced", () => {
   });
 
   it("refuses an event without an order id, so the relay parks it instead of retrying", async () => {
-    const error = await rpcError(sink.deliver({ event: placed("", []) }));
+    const error = await rpcError(sink.deliverOne(placed("", [])));
     expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toMatch(/order_id/);
   });

@@ -52,7 +52,7 @@ async function place(quantity = 2, paymentToken = "tok_test_visa"): Promise<Orde
 }
 
 async function deliver(event: Event, traceparent?: string) {
-  return t.sink.deliver({ event }, traceparent ? { headers: { traceparent } } : {});
+  return t.sink.deliverOne(event, traceparent ? { headers: { traceparent } } : {});
 }
 
 async function current(orderId: string): Promise<Order> {

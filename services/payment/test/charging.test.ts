@@ -54,7 +54,7 @@ afterAll(async () => {
 /** Delivers a PaymentRequested; resolves to the event delivered and the sink's answer. */
 async function deliver(requested: ReturnType<typeof paymentRequested>) {
   const event = paymentRequestedEvent(requested);
-  const response = await payment.sink.deliver({ event });
+  const response = await payment.sink.deliverOne(event);
   return { event, response };
 }
 
@@ -149,7 +149,7 @@ describe("a PaymentRequested", () => {
     const requested = paymentRequested({ paymentToken: testTokens.flaky });
     const first = paymentRequestedEvent(requested);
     for (let attempt = 1; attempt <= 2; attempt++) {
-      const error = await rpcError(payment.sink.deliver({ event: first }));
+      const error = await rpcError(payment.sink.deliverOne(first));
       expect(error.code).toBe(Code.Unavailable);
       expect(error.rawMessage).toContain(requested.orderId);
       const recorded = await recordedFor(payment.service, requested.orderId);
@@ -157,7 +157,7 @@ describe("a PaymentRequested", () => {
       // The inbox record rolled back too, or the redelivery would be ignored.
       expect(await inInbox(payment.service, first.id)).toBe(false);
     }
-    expect((await payment.sink.deliver({ event: first })).duplicate).toBe(false);
+    expect((await payment.sink.deliverOne(first)).duplicate).toBe(false);
     const recorded = await recordedFor(payment.service, requested.orderId);
     expect(recorded.payments).toMatchObject([{ status: "CAPTURED" }]);
     expect(recorded.events).toHaveLength(1);
@@ -167,7 +167,7 @@ describe("a PaymentRequested", () => {
   it("delivered twice is handled once", async () => {
     const requested = paymentRequested();
     const { event } = await deliver(requested);
-    expect((await payment.sink.deliver({ event })).duplicate).toBe(true);
+    expect((await payment.sink.deliverOne(event)).duplicate).toBe(true);
     const recorded = await recordedFor(payment.service, requested.orderId);
     expect(recorded.payments).toHaveLength(1);
     expect(recorded.events).toHaveLength(1);
@@ -203,7 +203,7 @@ describe("a PaymentRequested", () => {
       await Promise.race([together, new Promise((resolve) => setTimeout(resolve, 1000))]);
     };
     const events = [paymentRequestedEvent(requested), paymentRequestedEvent(requested)];
-    const responses = await Promise.all(events.map((event) => payment.sink.deliver({ event })));
+    const responses = await Promise.all(events.map((event) => payment.sink.deliverOne(event)));
     expect(responses.map((r) => r.duplicate)).toEqual([false, false]);
     const recorded = await recordedFor(payment.service, requested.orderId);
     expect(recorded.payments).toHaveLength(1);
@@ -233,7 +233,7 @@ describe("a PaymentRequested", () => {
   it("that breaks the contract is refused as invalid_argument (parked at once), writing nothing", async () => {
     const requested = paymentRequested({ amount: undefined });
     const event = paymentRequestedEvent(requested);
-    const error = await rpcError(payment.sink.deliver({ event }));
+    const error = await rpcError(payment.sink.deliverOne(event));
     expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toMatch(/amount is required/);
     expect(await inInbox(payment.service, event.id)).toBe(false);

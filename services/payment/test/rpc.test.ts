@@ -26,7 +26,7 @@ afterAll(async () => {
 /** Charges a new order through the event sink; resolves to its order id. */
 async function chargedOrder(overrides: Parameters<typeof paymentRequested>[0] = {}) {
   const requested = paymentRequested(overrides);
-  await payment.sink.deliver({ event: paymentRequestedEvent(requested) });
+  await payment.sink.deliverOne(paymentRequestedEvent(requested));
   return requested;
 }
 

@@ -31,9 +31,9 @@ describe("the simulator settings", () => {
       const requested = paymentRequested({ amount: { currencyCode: "EUR", amountMinor } });
       const event = paymentRequestedEvent(requested);
       for (let attempt = 1; attempt <= 2; attempt++) {
-        expect((await rpcError(payment.sink.deliver({ event }))).code).toBe(Code.Unavailable);
+        expect((await rpcError(payment.sink.deliverOne(event))).code).toBe(Code.Unavailable);
       }
-      await payment.sink.deliver({ event });
+      await payment.sink.deliverOne(event);
       const [recorded] = (await recordedFor(payment.service, requested.orderId)).payments;
       // The limit is 10.00 EUR here instead of 500.00.
       expect(recorded).toMatchObject(

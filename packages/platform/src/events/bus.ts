@@ -29,8 +29,11 @@ export interface EventBus {
    * back with the rest of fn's writes; after a commit the relay is woken at once.
    */
   transaction<T>(fn: (tx: AnyExecutor, publish: Publish) => Promise<T>): Promise<T>;
-  /** Called after a commit that published events (the relay subscribes here). */
-  onCommit(listener: () => void): void;
+  /**
+   * Called after a commit that published events, with the subscribers they are for (the
+   * relay subscribes here).
+   */
+  onCommit(listener: (subscribers: ReadonlySet<string>) => void): void;
 }
 
 export interface EventBusOptions {
@@ -50,7 +53,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
       options.subscriptions.get(schema.typeName) ?? [],
     ]),
   );
-  const listeners: (() => void)[] = [];
+  const listeners: ((subscribers: ReadonlySet<string>) => void)[] = [];
 
   const publishIn =
     (tx: AnyExecutor): Publish =>
@@ -85,15 +88,15 @@ export function createEventBus(options: EventBusOptions): EventBus {
   return {
     routes,
     async transaction(fn) {
-      let published = false;
+      const notified = new Set<string>();
       const result = await options.db.transaction(async (tx) => {
         const publish = publishIn(tx);
         return fn(tx, (schema, data, subject) => {
-          published = true;
+          for (const subscriber of routes.get(schema.typeName) ?? []) notified.add(subscriber);
           return publish(schema, data, subject);
         });
       });
-      if (published) for (const listener of listeners) listener();
+      if (notified.size > 0) for (const listener of listeners) listener(notified);
       return result;
     },
     onCommit(listener) {

@@ -1,9 +1,10 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { createPeerClient } from "../client.js";
-import { contextFromHeaders, runWithContext } from "../context.js";
+import { contextFromHeaders, newContext, runWithContext } from "../context.js";
 import type { AppDatabase } from "../database.js";
 import type { Logger } from "../logger.js";
 import type { EventBus } from "./bus.js";
@@ -17,8 +18,10 @@ export interface RelayOptions {
   logger: Logger;
   /** How often to look for due deliveries without a wake-up (other replicas' events, retries). */
   pollIntervalMs?: number;
-  /** Deliveries in flight per subscriber. */
+  /** Calls to one subscriber in flight at once. */
   concurrency?: number;
+  /** Most events sent in one call: a backlog goes out in few calls and few transactions. */
+  batchSize?: number;
   /** Attempts before an event is parked as dead for that subscriber. */
   maxAttempts?: number;
   baseBackoffMs?: number;
@@ -31,8 +34,8 @@ export interface Relay {
   start(): void;
   /** Finishes the deliveries in flight, then stops. */
   stop(): Promise<void>;
-  /** Look for due deliveries now. */
-  wake(): void;
+  /** Look for due deliveries now (to the given subscribers, or to all). */
+  wake(subscribers?: ReadonlySet<string>): void;
 }
 
 interface Claimed {
@@ -42,6 +45,12 @@ interface Claimed {
   envelope: Uint8Array;
 }
 
+interface Outcome {
+  row: Claimed;
+  /** Unset when the subscriber accepted the event (applied now or before). */
+  error?: ConnectError;
+}
+
 // The consumer will never accept these, however often it is asked.
 const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
 
@@ -49,10 +58,15 @@ const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
  * Delivers committed outbox events to their subscribers, at least once. Each subscriber has
  * its own lane, so a slow or absent consumer delays only its own events. Rows are claimed
  * with FOR UPDATE SKIP LOCKED and a lease, so several replicas can relay at once.
+ *
+ * A lane keeps up to `concurrency` calls in flight. Events that became due while every slot
+ * was busy go out together in the next call (up to `batchSize`): when idle, each event leaves
+ * at once on its own; under load, the per-call and per-transaction costs are shared.
  */
 export function createRelay(options: RelayOptions): Relay {
   const pollIntervalMs = options.pollIntervalMs ?? 1000;
-  const concurrency = options.concurrency ?? 16;
+  const concurrency = options.concurrency ?? 4;
+  const batchSize = options.batchSize ?? 32;
   const maxAttempts = options.maxAttempts ?? 25;
   const baseBackoffMs = options.baseBackoffMs ?? 250;
   const maxBackoffMs = options.maxBackoffMs ?? 30_000;
@@ -72,93 +86,134 @@ export function createRelay(options: RelayOptions): Relay {
   );
 
   let running = false;
-  const wakers = new Set<() => void>();
   const lanes: Promise<void>[] = [];
+  /** Per subscriber: events may be due (a commit, a poll, a full claim); and its waiting lane. */
+  const due = new Map(subscribers.map((s) => [s, true]));
+  const wakers = new Map<string, () => void>();
 
   async function claim(subscriber: string, limit: number): Promise<Claimed[]> {
     const result = await db.execute(sql`
-      update outbox_deliveries d
-         set lease_until = now() + ${`${leaseMs} milliseconds`}::interval, attempts = d.attempts + 1
-        from outbox_events e
-       where e.id = d.event_id
-         and (d.event_id, d.subscriber) in (
-               select event_id, subscriber from outbox_deliveries
-                where subscriber = ${subscriber} and status = 'pending' and next_attempt_at <= now()
-                  and (lease_until is null or lease_until < now())
-                order by next_attempt_at, created_at
-                limit ${limit}
-                  for update skip locked)
-      returning d.event_id, d.subscriber, d.attempts, e.envelope`);
+      with claimed as (
+        update outbox_deliveries d
+           set lease_until = now() + ${`${leaseMs} milliseconds`}::interval, attempts = d.attempts + 1
+          from outbox_events e
+         where e.id = d.event_id
+           and (d.event_id, d.subscriber) in (
+                 select event_id, subscriber from outbox_deliveries
+                  where subscriber = ${subscriber} and status = 'pending' and next_attempt_at <= now()
+                    and (lease_until is null or lease_until < now())
+                  order by next_attempt_at, created_at
+                  limit ${limit}
+                    for update skip locked)
+        returning d.event_id, d.subscriber, d.attempts, d.created_at, e.envelope)
+      -- In the order they were published: a batch is applied in this order.
+      select event_id, subscriber, attempts, envelope from claimed order by created_at`);
     return rowsOf<Claimed>(result);
   }
 
-  /** Delivers one claimed event; true when the subscriber accepted it. */
-  async function deliver(row: Claimed): Promise<boolean> {
-    const event = fromBinary(EventSchema, row.envelope);
-    const context = contextFromHeaders(
-      new Headers(
-        Object.entries({ traceparent: event.traceparent, tracestate: event.tracestate }).filter(
-          ([, v]) => v,
-        ),
-      ),
-    );
+  /** One call carrying the rows' events; what became of each. */
+  async function deliver(subscriber: string, rows: Claimed[]): Promise<Outcome[]> {
+    const events = rows.map((row) => fromBinary(EventSchema, row.envelope));
+    // One event travels in its own trace (Jaeger shows the hop in the order's trace); a batch
+    // gets a trace of its own, and the consumer applies each event in the event's trace.
+    const context =
+      events.length === 1
+        ? contextFromHeaders(
+            new Headers(
+              Object.entries({
+                traceparent: events[0]!.traceparent,
+                tracestate: events[0]!.tracestate,
+              }).filter(([, v]) => v),
+            ),
+          )
+        : newContext();
     return runWithContext(context, async () => {
-      const log = logger.child({
-        eventId: event.id,
-        eventType: event.type,
-        subscriber: row.subscriber,
-      });
       try {
-        await clients
-          .get(row.subscriber)!
-          .deliver({ event }, { signal: AbortSignal.timeout(leaseMs) });
-        log.debug({ attempts: row.attempts }, "event delivered");
-        return true;
-      } catch (error) {
-        const connectError = ConnectError.from(error);
-        const dead = row.attempts >= maxAttempts || permanentCodes.has(connectError.code);
-        const delay = Math.min(maxBackoffMs, baseBackoffMs * 2 ** (row.attempts - 1));
-        const jittered = Math.round(delay * (0.5 + Math.random() / 2));
-        await db.execute(sql`
-          update outbox_deliveries
-             set status = ${dead ? "dead" : "pending"}, lease_until = null, last_error = ${connectError.message},
-                 next_attempt_at = now() + ${`${jittered} milliseconds`}::interval
-           where event_id = ${row.event_id} and subscriber = ${row.subscriber}`);
-        if (dead) log.error({ attempts: row.attempts, err: connectError }, "event parked as dead");
-        else
-          log.warn(
-            { attempts: row.attempts, retryInMs: jittered, err: connectError.message },
-            "event delivery failed; will retry",
-          );
-        return false;
+        const { results } = await clients
+          .get(subscriber)!
+          .deliver({ events }, { signal: AbortSignal.timeout(leaseMs) });
+        return rows.map((row, i) => {
+          const result = results[i];
+          if (result?.eventId !== row.event_id) {
+            return {
+              row,
+              error: new ConnectError(
+                `the subscriber answered ${results.length} results for ${rows.length} events`,
+                Code.Internal,
+              ),
+            };
+          }
+          const error =
+            result.error &&
+            new ConnectError(
+              result.error.message,
+              codeFromString(result.error.code) ?? Code.Unknown,
+            );
+          return { row, error };
+        });
+      } catch (cause) {
+        const error = ConnectError.from(cause);
+        // A call refused as a whole for good (one malformed event fails the request's
+        // validation): find the bad ones by sending each event alone.
+        if (rows.length > 1 && permanentCodes.has(error.code)) {
+          return (await Promise.all(rows.map((row) => deliver(subscriber, [row])))).flat();
+        }
+        return rows.map((row) => ({ row, error }));
       }
     });
   }
 
-  /** Records a batch's successful deliveries in one statement (a busy relay's hottest query). */
-  async function markDelivered(subscriber: string, rows: Claimed[]) {
-    if (rows.length === 0) return;
-    const ids = `{${rows.map((r) => r.event_id).join(",")}}`;
-    await db.execute(sql`
-      update outbox_deliveries
-         set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
-       where subscriber = ${subscriber} and event_id = any(${ids}::uuid[])`);
+  /** Records a lane's finished deliveries: two statements however many there were. */
+  async function record(subscriber: string, outcomes: Outcome[]) {
+    const accepted = outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
+    if (accepted.length > 0) {
+      await db.execute(sql`
+        update outbox_deliveries
+           set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
+         where subscriber = ${subscriber} and event_id = any(${`{${accepted.join(",")}}`}::uuid[])`);
+    }
+    const failed = outcomes.flatMap(({ row, error }) => {
+      if (!error) return [];
+      const dead = row.attempts >= maxAttempts || permanentCodes.has(error.code);
+      const delay = Math.min(maxBackoffMs, baseBackoffMs * 2 ** (row.attempts - 1));
+      const retryInMs = Math.round(delay * (0.5 + Math.random() / 2));
+      const log = logger.child({ eventId: row.event_id, subscriber, attempts: row.attempts });
+      if (dead) log.error({ err: error }, "event parked as dead");
+      else log.warn({ retryInMs, err: error.message }, "event delivery failed; will retry");
+      return [
+        {
+          event_id: row.event_id,
+          status: dead ? "dead" : "pending",
+          error: error.message,
+          retry_in_ms: retryInMs,
+        },
+      ];
+    });
+    if (failed.length > 0) {
+      // JSON carries the per-row values as one parameter on either driver.
+      await db.execute(sql`
+        update outbox_deliveries d
+           set status = f.status, lease_until = null, last_error = f.error,
+               next_attempt_at = now() + f.retry_in_ms * interval '1 millisecond'
+          from jsonb_to_recordset(${JSON.stringify(failed)}::jsonb)
+               as f(event_id uuid, status text, error text, retry_in_ms int)
+         where d.subscriber = ${subscriber} and d.event_id = f.event_id`);
+    }
   }
 
   /**
-   * One subscriber's deliveries: up to `concurrency` in flight at once, topped up as each one
-   * finishes (a slow delivery holds up nothing but its own slot), the accepted ones recorded
-   * together.
+   * One subscriber's deliveries: up to `concurrency` calls in flight, topped up as each one
+   * finishes (a slow call holds up nothing but its own slot), the outcomes recorded together.
    */
   async function lane(subscriber: string) {
     const inFlight = new Set<Promise<void>>();
-    let accepted: Claimed[] = [];
-    const recordAccepted = async () => {
-      if (accepted.length === 0) return;
-      const rows = accepted;
-      accepted = [];
+    let finished: Outcome[] = [];
+    const recordFinished = async () => {
+      if (finished.length === 0) return;
+      const outcomes = finished;
+      finished = [];
       try {
-        await markDelivered(subscriber, rows);
+        await record(subscriber, outcomes);
       } catch (error) {
         // The leases run out and the events are delivered again; consumers dedupe them.
         logger.warn({ err: error, subscriber }, "cannot record deliveries; they will repeat");
@@ -167,46 +222,54 @@ export function createRelay(options: RelayOptions): Relay {
     while (running) {
       let claimed: Claimed[] = [];
       const free = concurrency - inFlight.size;
-      if (free > 0) {
+      // A finished delivery wakes the lane too; only look for events if some may be due.
+      if (free > 0 && due.get(subscriber)) {
+        due.set(subscriber, false);
         try {
-          claimed = await claim(subscriber, free);
+          claimed = await claim(subscriber, free * batchSize);
         } catch (error) {
           logger.warn({ err: error, subscriber }, "cannot claim outbox rows; will retry");
         }
+        // A full claim suggests more are due.
+        if (claimed.length === free * batchSize) due.set(subscriber, true);
       }
-      for (const row of claimed) {
-        const delivery: Promise<void> = deliver(row).then((ok) => {
-          if (ok) accepted.push(row);
+      for (const batch of split(claimed, free)) {
+        const delivery: Promise<void> = deliver(subscriber, batch).then((outcomes) => {
+          finished.push(...outcomes);
           inFlight.delete(delivery);
         });
         inFlight.add(delivery);
       }
-      await recordAccepted();
-      // A full claim suggests more are due: look again as soon as a slot is free.
-      if (claimed.length > 0 && claimed.length === free) {
-        if (inFlight.size >= concurrency) await Promise.race(inFlight);
-        continue;
-      }
+      await recordFinished();
+      // Look again as soon as a slot is free if events may be due.
+      if (due.get(subscriber) && inFlight.size < concurrency) continue;
       // stop() may have come while this lane was claiming: its wake-up found nobody waiting.
       if (!running) break;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
-          wakers.delete(done);
+          wakers.delete(subscriber);
           resolve();
         };
-        const timer = setTimeout(done, pollIntervalMs);
-        wakers.add(done);
-        // A finished delivery frees a slot and has an acceptance to record.
+        const timer = setTimeout(() => {
+          due.set(subscriber, true);
+          done();
+        }, pollIntervalMs);
+        wakers.set(subscriber, done);
+        // A finished delivery frees a slot and has outcomes to record.
         for (const delivery of inFlight) delivery.then(done);
       });
     }
     await Promise.all(inFlight);
-    await recordAccepted();
+    await recordFinished();
   }
 
-  const wake = () => {
-    for (const waker of [...wakers]) waker();
+  const wake = (only?: ReadonlySet<string>) => {
+    for (const subscriber of subscribers) {
+      if (only && !only.has(subscriber)) continue;
+      due.set(subscriber, true);
+      wakers.get(subscriber)?.();
+    }
   };
   options.bus.onCommit(wake);
 
@@ -218,11 +281,20 @@ export function createRelay(options: RelayOptions): Relay {
     },
     async stop() {
       running = false;
-      wake();
+      for (const waker of [...wakers.values()]) waker();
       await Promise.all(lanes.splice(0));
     },
     wake,
   };
+}
+
+/** The rows in at most `parts` batches of near-equal size, in order. */
+function split<T>(rows: T[], parts: number): T[][] {
+  if (rows.length === 0 || parts <= 0) return [];
+  const size = Math.ceil(rows.length / Math.min(parts, rows.length));
+  const batches: T[][] = [];
+  for (let i = 0; i < rows.length; i += size) batches.push(rows.slice(i, i + size));
+  return batches;
 }
 
 /** Rows of a raw query on either driver (postgres-js returns an array, PGlite { rows }). */

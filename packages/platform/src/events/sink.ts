@@ -1,8 +1,17 @@
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
-import type { Event, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
-import { invalidArgument } from "../errors.js";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import {
+  DeliveryErrorSchema,
+  DeliveryResultSchema,
+  type Event,
+  type EventSinkService,
+} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { sql } from "drizzle-orm";
+import { contextFromHeaders, currentContext, runWithContext } from "../context.js";
+import { toConnectError } from "../interceptors.js";
+import type { Logger } from "../logger.js";
 import type { AnyExecutor, EventBus, Publish } from "./bus.js";
 import { inbox } from "./schema.js";
 
@@ -27,38 +36,145 @@ export function on<Desc extends DescMessage>(
   return { schema, handle: handle as EventHandler["handle"] };
 }
 
+export interface EventSinkOptions {
+  /** Where unexpected handler errors and split batches are logged. */
+  logger: Logger;
+  /**
+   * How long a transaction applying several events waits for a row lock before the batch is
+   * split (its events then run one by one). Two batches can lock the same rows in opposite
+   * orders; Postgres would break that deadlock only after deadlock_timeout (1 s by default).
+   */
+  batchLockTimeoutMs?: number;
+}
+
+interface Applicable {
+  index: number;
+  event: Event;
+  handler: EventHandler;
+  data: unknown;
+}
+
 /**
  * The EventSinkService of a consuming service. Each event is applied once: its id goes into
  * the inbox in the same transaction as its effect, so a redelivery (the relay retrying, the
  * mesh retrying) finds it there and changes nothing.
+ *
+ * The events of one request are applied in one transaction (one commit for a relay's whole
+ * backlog). If that fails, they are applied one by one, each in its own transaction, so an
+ * event that cannot be applied fails alone and the others still go through.
  */
 export function createEventSink(
   bus: EventBus,
   handlers: EventHandler[],
+  options: EventSinkOptions,
 ): ServiceImpl<typeof EventSinkService> {
+  const { logger } = options;
   const byType = new Map(handlers.map((h) => [h.schema.typeName, h]));
+  const lockTimeout = `${options.batchLockTimeoutMs ?? 200}ms`;
+
+  /** Inbox record and effect of each event, in one transaction; true for a duplicate. */
+  const applyAll = (events: Applicable[]) =>
+    bus.transaction(async (tx, publish) => {
+      if (events.length > 1) {
+        await tx.execute(sql.raw(`set local lock_timeout = '${lockTimeout}'`));
+      }
+      const duplicates: boolean[] = [];
+      for (const { event, handler, data } of events) {
+        // Each event's log lines, timeline entries and follow-up events carry its own trace.
+        const duplicate = await runWithContext(contextOfEvent(event), async () => {
+          const recorded = await tx
+            .insert(inbox)
+            .values({ eventId: event.id, type: event.type, source: event.source })
+            .onConflictDoNothing()
+            .returning({ eventId: inbox.eventId });
+          if (recorded.length === 0) return true;
+          await handler.handle(data, { tx, publish, event });
+          return false;
+        });
+        duplicates.push(duplicate);
+      }
+      return duplicates;
+    });
+
+  /** What the sender learns of a failed event; unexpected errors are logged, not sent. */
+  function errorOf(error: unknown) {
+    const connectError = toConnectError(error, logger, "shop.events.v1.EventSinkService/Deliver");
+    return create(DeliveryErrorSchema, {
+      code: codeToString(connectError.code),
+      message: connectError.rawMessage,
+    });
+  }
+
   return {
     async deliver(request) {
-      const event = request.event!;
-      const handler = byType.get(event.type);
-      if (!handler) throw invalidArgument(`this service does not consume ${event.type} events`);
-      const data = event.data && anyUnpack(event.data, handler.schema);
-      if (!data) {
-        throw invalidArgument(
-          `event.data must hold a ${event.type}, got ${event.data?.typeUrl ?? "nothing"}`,
-        );
-      }
-      const duplicate = await bus.transaction(async (tx, publish) => {
-        const recorded = await tx
-          .insert(inbox)
-          .values({ eventId: event.id, type: event.type, source: event.source })
-          .onConflictDoNothing()
-          .returning({ eventId: inbox.eventId });
-        if (recorded.length === 0) return true;
-        await handler.handle(data, { tx, publish, event });
-        return false;
+      const results = request.events.map((event) =>
+        create(DeliveryResultSchema, { eventId: event.id }),
+      );
+      const applicable: Applicable[] = [];
+      request.events.forEach((event, index) => {
+        try {
+          applicable.push({ index, event, ...decode(event, byType) });
+        } catch (error) {
+          results[index]!.error = errorOf(error);
+        }
       });
-      return { duplicate };
+      if (applicable.length > 1) {
+        try {
+          const duplicates = await applyAll(applicable);
+          applicable.forEach(({ index }, i) => {
+            results[index]!.duplicate = duplicates[i]!;
+          });
+          return { results };
+        } catch (error) {
+          logger.info(
+            { err: error, events: applicable.length },
+            "cannot apply the events together; applying them one by one",
+          );
+        }
+      }
+      for (const one of applicable) {
+        try {
+          const [duplicate] = await applyAll([one]);
+          results[one.index]!.duplicate = duplicate!;
+        } catch (error) {
+          results[one.index]!.error = errorOf(error);
+        }
+      }
+      return { results };
     },
   };
+}
+
+/** The event's handler and payload, or invalid_argument: no retry will make it acceptable. */
+function decode(event: Event, byType: Map<string, EventHandler>) {
+  const handler = byType.get(event.type);
+  if (!handler) {
+    throw new ConnectError(
+      `this service does not consume ${event.type} events`,
+      Code.InvalidArgument,
+    );
+  }
+  const data = event.data && anyUnpack(event.data, handler.schema);
+  if (!data) {
+    throw new ConnectError(
+      `event.data must hold a ${event.type}, got ${event.data?.typeUrl ?? "nothing"}`,
+      Code.InvalidArgument,
+    );
+  }
+  return { handler, data };
+}
+
+/**
+ * The trace of the step that published the event. A delivery of one event already runs in it
+ * (the relay sent the event's trace headers): keep that context, which may hold the delivery's
+ * span. So does an event published outside any trace.
+ */
+function contextOfEvent(event: Event) {
+  const current = currentContext();
+  const traceId = event.traceparent.split("-")[1];
+  if (current && (!traceId || traceId === current.traceId)) return current;
+  const headers = new Headers();
+  if (event.traceparent) headers.set("traceparent", event.traceparent);
+  if (event.tracestate) headers.set("tracestate", event.tracestate);
+  return contextFromHeaders(headers);
 }

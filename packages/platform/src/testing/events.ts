@@ -7,7 +7,15 @@ import {
   type MessageInitShape,
 } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack, timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Client, type ConnectRouter, createClient } from "@connectrpc/connect";
+import {
+  type CallOptions,
+  type Client,
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createClient,
+} from "@connectrpc/connect";
+import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   type Event,
@@ -23,6 +31,8 @@ import { startFakePeer, type TestServer } from "./peers.js";
 export interface RecordingEventSink extends TestServer {
   /** Every event delivered, in the order they arrived, each event id once. */
   received: Event[];
+  /** How many events each Deliver call carried, in the order the calls arrived. */
+  batches: number[];
 }
 
 /**
@@ -34,22 +44,53 @@ export async function startRecordingEventSink(
   routes?: (router: ConnectRouter) => void,
 ): Promise<RecordingEventSink> {
   const received: Event[] = [];
+  const batches: number[] = [];
   const server = await startFakePeer((router) => {
     router.service(EventSinkService, {
       async deliver(request) {
-        const duplicate = received.some((event) => event.id === request.event!.id);
-        if (!duplicate) received.push(request.event!);
-        return { duplicate };
+        batches.push(request.events.length);
+        const results = request.events.map((event) => {
+          const duplicate = received.some((seen) => seen.id === event.id);
+          if (!duplicate) received.push(event);
+          return { eventId: event.id, duplicate };
+        });
+        return { results };
       },
     });
     routes?.(router);
   });
-  return { ...server, received };
+  return { ...server, received, batches };
+}
+
+export interface EventSinkTestClient extends Client<typeof EventSinkService> {
+  /**
+   * Delivers one event and answers like a plain RPC: `duplicate`, or the event's error
+   * thrown as a ConnectError (rpcError() reads it like any other).
+   */
+  deliverOne(event: Event, options?: CallOptions): Promise<{ duplicate: boolean }>;
 }
 
 /** A client of a service's EventSinkService, to deliver events the way a producer's relay does. */
-export function eventSinkClient(baseUrl: string): Client<typeof EventSinkService> {
-  return createClient(EventSinkService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+export function eventSinkClient(baseUrl: string): EventSinkTestClient {
+  const client = createClient(
+    EventSinkService,
+    createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+  );
+  return {
+    ...client,
+    async deliverOne(event, options) {
+      const { results } = await client.deliver({ events: [event] }, options);
+      const [result] = results;
+      if (!result) throw new Error("the sink answered no result for the event");
+      if (result.error) {
+        throw new ConnectError(
+          result.error.message,
+          codeFromString(result.error.code) ?? Code.Unknown,
+        );
+      }
+      return { duplicate: result.duplicate };
+    },
+  };
 }
 
 /** The envelope fields a test chooses; the id and time are always fresh. */

@@ -82,9 +82,11 @@ export declare const EventSchema: GenMessage<Event>;
  */
 export declare type DeliverRequest = Message<"shop.events.v1.DeliverRequest"> & {
   /**
-   * @generated from field: shop.events.v1.Event event = 1;
+   * In the order they were published.
+   *
+   * @generated from field: repeated shop.events.v1.Event events = 1;
    */
-  event?: Event | undefined;
+  events: Event[];
 };
 
 /**
@@ -98,11 +100,11 @@ export declare const DeliverRequestSchema: GenMessage<DeliverRequest>;
  */
 export declare type DeliverResponse = Message<"shop.events.v1.DeliverResponse"> & {
   /**
-   * True when the event had been handled before and nothing was done this time.
+   * One per event, in the request's order.
    *
-   * @generated from field: bool duplicate = 1;
+   * @generated from field: repeated shop.events.v1.DeliveryResult results = 1;
    */
-  duplicate: boolean;
+  results: DeliveryResult[];
 };
 
 /**
@@ -112,13 +114,71 @@ export declare type DeliverResponse = Message<"shop.events.v1.DeliverResponse"> 
 export declare const DeliverResponseSchema: GenMessage<DeliverResponse>;
 
 /**
+ * @generated from message shop.events.v1.DeliveryResult
+ */
+export declare type DeliveryResult = Message<"shop.events.v1.DeliveryResult"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * True when the event had been handled before and nothing was done this time.
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate: boolean;
+
+  /**
+   * Set when the event was not applied. The sender delivers it again later, unless the code
+   * says no retry can help (invalid_argument, unimplemented).
+   *
+   * @generated from field: shop.events.v1.DeliveryError error = 3;
+   */
+  error?: DeliveryError | undefined;
+};
+
+/**
+ * Describes the message shop.events.v1.DeliveryResult.
+ * Use `create(DeliveryResultSchema)` to create a new message.
+ */
+export declare const DeliveryResultSchema: GenMessage<DeliveryResult>;
+
+/**
+ * @generated from message shop.events.v1.DeliveryError
+ */
+export declare type DeliveryError = Message<"shop.events.v1.DeliveryError"> & {
+  /**
+   * A Connect error code name, for example "unavailable" or "invalid_argument".
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message shop.events.v1.DeliveryError.
+ * Use `create(DeliveryErrorSchema)` to create a new message.
+ */
+export declare const DeliveryErrorSchema: GenMessage<DeliveryError>;
+
+/**
  * Implemented by every service that consumes events.
  *
  * @generated from service shop.events.v1.EventSinkService
  */
 export declare const EventSinkService: GenService<{
   /**
-   * Applies the event once. Delivering the same event again is harmless and succeeds.
+   * Applies each event once, in the request's order, and answers with one result per event.
+   * Delivering an event again is harmless: its result says duplicate. An event the consumer
+   * cannot apply (now or ever) gets an error in its result while the others are applied; the
+   * call as a whole fails only when the request itself is malformed or not allowed. A relay
+   * with a backlog sends several events per call; one event per call is just as valid.
    *
    * @generated from rpc shop.events.v1.EventSinkService.Deliver
    */

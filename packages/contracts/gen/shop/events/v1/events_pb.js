@@ -10,7 +10,7 @@ import { file_google_protobuf_any, file_google_protobuf_timestamp } from "@bufbu
  * Describes the file shop/events/v1/events.proto.
  */
 export const file_shop_events_v1_events = /*@__PURE__*/
-  fileDesc("ChtzaG9wL2V2ZW50cy92MS9ldmVudHMucHJvdG8SDnNob3AuZXZlbnRzLnYxIocCCgVFdmVudBIUCgJpZBgBIAEoCUIIukgFcgOwAQESGQoGc291cmNlGAIgASgJQgm6SAZyBBABGEASGAoEdHlwZRgDIAEoCUIKukgHcgUQARjIARIZCgdzdWJqZWN0GAQgASgJQgi6SAVyAxjIARIwCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhwKC3RyYWNlcGFyZW50GAYgASgJQge6SARyAhg3EhwKCnRyYWNlc3RhdGUYByABKAlCCLpIBXIDGIAEEioKBGRhdGEYCCABKAsyFC5nb29nbGUucHJvdG9idWYuQW55Qga6SAPIAQEiPgoORGVsaXZlclJlcXVlc3QSLAoFZXZlbnQYASABKAsyFS5zaG9wLmV2ZW50cy52MS5FdmVudEIGukgDyAEBIiQKD0RlbGl2ZXJSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgyYwoQRXZlbnRTaW5rU2VydmljZRJPCgdEZWxpdmVyEh4uc2hvcC5ldmVudHMudjEuRGVsaXZlclJlcXVlc3QaHy5zaG9wLmV2ZW50cy52MS5EZWxpdmVyUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_any, file_google_protobuf_timestamp]);
+  fileDesc("ChtzaG9wL2V2ZW50cy92MS9ldmVudHMucHJvdG8SDnNob3AuZXZlbnRzLnYxIocCCgVFdmVudBIUCgJpZBgBIAEoCUIIukgFcgOwAQESGQoGc291cmNlGAIgASgJQgm6SAZyBBABGEASGAoEdHlwZRgDIAEoCUIKukgHcgUQARjIARIZCgdzdWJqZWN0GAQgASgJQgi6SAVyAxjIARIwCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhwKC3RyYWNlcGFyZW50GAYgASgJQge6SARyAhg3EhwKCnRyYWNlc3RhdGUYByABKAlCCLpIBXIDGIAEEioKBGRhdGEYCCABKAsyFC5nb29nbGUucHJvdG9idWYuQW55Qga6SAPIAQEiRAoORGVsaXZlclJlcXVlc3QSMgoGZXZlbnRzGAEgAygLMhUuc2hvcC5ldmVudHMudjEuRXZlbnRCC7pICJIBBQgBEPQDIkIKD0RlbGl2ZXJSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4uc2hvcC5ldmVudHMudjEuRGVsaXZlcnlSZXN1bHQiYwoORGVsaXZlcnlSZXN1bHQSEAoIZXZlbnRfaWQYASABKAkSEQoJZHVwbGljYXRlGAIgASgIEiwKBWVycm9yGAMgASgLMh0uc2hvcC5ldmVudHMudjEuRGVsaXZlcnlFcnJvciIuCg1EZWxpdmVyeUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCTJjChBFdmVudFNpbmtTZXJ2aWNlEk8KB0RlbGl2ZXISHi5zaG9wLmV2ZW50cy52MS5EZWxpdmVyUmVxdWVzdBofLnNob3AuZXZlbnRzLnYxLkRlbGl2ZXJSZXNwb25zZSIDkAICYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_any, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message shop.events.v1.Event.
@@ -32,6 +32,20 @@ export const DeliverRequestSchema = /*@__PURE__*/
  */
 export const DeliverResponseSchema = /*@__PURE__*/
   messageDesc(file_shop_events_v1_events, 2);
+
+/**
+ * Describes the message shop.events.v1.DeliveryResult.
+ * Use `create(DeliveryResultSchema)` to create a new message.
+ */
+export const DeliveryResultSchema = /*@__PURE__*/
+  messageDesc(file_shop_events_v1_events, 3);
+
+/**
+ * Describes the message shop.events.v1.DeliveryError.
+ * Use `create(DeliveryErrorSchema)` to create a new message.
+ */
+export const DeliveryErrorSchema = /*@__PURE__*/
+  messageDesc(file_shop_events_v1_events, 4);
 
 /**
  * Implemented by every service that consumes events.
