@@ -10,12 +10,12 @@
 // Prints confirmed orders/s, PlaceOrder p50/p99, time-to-CONFIRMED p50/p99 and the CPU each
 // process spent per order.
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import postgres from "postgres";
+import { connectPostgres } from "@thinmesh/platform";
 import { checkInvariants, settle, snapshotStock } from "../mesh/local/dist/invariants.js";
 import { devAdmin, startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
 
@@ -31,7 +31,14 @@ const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
-const serverUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+// On this machine the services reach Postgres through its Unix socket if there is one (as a
+// deployment next to its database would), else over TCP; DATABASE_URL decides if set.
+const socketDirectory = "/var/run/postgresql";
+const serverUrl =
+  process.env.DATABASE_URL ??
+  (existsSync(`${socketDirectory}/.s.PGSQL.5432`)
+    ? `postgres://postgres@localhost/postgres?host=${socketDirectory}`
+    : "postgres://postgres@127.0.0.1:5432/postgres");
 const root = join(import.meta.dirname, "..");
 const prefix = `bench_orders_${randomBytes(3).toString("hex")}`;
 
@@ -188,7 +195,7 @@ try {
     const placingSeconds = (performance.now() - started) / 1000;
     await settle(urls, 120_000);
     const cpu = cpuSince(cpuBefore);
-    const sql = postgres(urls.order, { max: 1, onnotice: () => {} });
+    const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
     const rows = await sql`
       select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
         from orders where status = 'CONFIRMED' and created_at >= ${new Date(sinceMs)}`;
@@ -253,14 +260,15 @@ try {
 } finally {
   await shop.stop();
   rmSync(dataDir, { recursive: true, force: true });
-  const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
   for (const name of workloadNames)
     await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
   await sql.end();
 }
 
 function os() {
-  return `node ${process.version}, ${cpus().length} cores`;
+  const database = new URL(serverUrl).searchParams.get("host") ? "Unix socket" : "TCP";
+  return `node ${process.version}, ${cpus().length} cores, Postgres over ${database}`;
 }
 
 // CPU time in ms: each workload's process, this process (the client and the ingress), and the

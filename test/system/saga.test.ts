@@ -15,8 +15,8 @@ import {
   OrderService,
   OrderStatus,
 } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
+import { connectPostgres } from "@thinmesh/platform";
 import { rpcError, testPostgresUrl } from "@thinmesh/platform/testing";
-import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   checkInvariants,
@@ -123,7 +123,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
     await shop?.stop();
     rmSync(dataDir, { recursive: true, force: true });
     if (serverUrl) {
-      const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+      const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
       for (const name of workloadNames)
         await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
       await sql.end();
@@ -202,7 +202,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
   });
 
   it("applies an event delivered twice only once", async () => {
-    const sql = postgres(urls.order, { max: 1, onnotice: () => {} });
+    const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
     const [row] = await sql<{ envelope: Uint8Array }[]>`
       select envelope from outbox_events where type = 'shop.events.v1.OrderConfirmed' order by created_at desc limit 1`;
     await sql.end();
@@ -237,8 +237,8 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
   });
 
   it("has an invariant checker that notices broken invariants", async () => {
-    const order = postgres(urls.order, { max: 1, onnotice: () => {} });
-    const catalogDb = postgres(urls.catalog, { max: 1, onnotice: () => {} });
+    const order = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
+    const catalogDb = connectPostgres(urls.catalog, { max: 1, onnotice: () => {} });
     try {
       const [victim] = await order<
         { id: string }[]

@@ -4,9 +4,9 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connectPostgres } from "@thinmesh/platform";
 import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { createRemoteJWKSet, jwtVerify } from "jose";
-import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type Spawned, spawnNode } from "./processes.js";
 
@@ -41,7 +41,7 @@ afterAll(async () => {
   }
   rmSync(dataDir, { recursive: true, force: true });
   if (serverUrl) {
-    const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+    const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
     for (const service of ["auth", "catalog", "order", "payment"]) {
       await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
     }

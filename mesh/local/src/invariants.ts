@@ -2,7 +2,7 @@
 // after any fault heals, every order is CONFIRMED or CANCELLED, no order is charged twice,
 // captured money equals the total of confirmed orders, reserved stock returns on cancel, and
 // no committed event is lost. Used by the end-to-end tests (test/system) and bench/orders.js.
-import postgres from "postgres";
+import { connectPostgres } from "@thinmesh/platform";
 
 export type DatabaseUrls = Record<"catalog" | "order" | "payment" | "auth", string>;
 
@@ -25,7 +25,7 @@ const count = (rows: { n: number | string }[]) => Number(rows[0]?.n ?? 0);
 
 /** Stock per product, to compare before and after a run. */
 export async function snapshotStock(urls: DatabaseUrls): Promise<StockSnapshot> {
-  const sql = postgres(urls.catalog, { max: 1, onnotice: () => {} });
+  const sql = connectPostgres(urls.catalog, { max: 1, onnotice: () => {} });
   try {
     const rows = await sql<
       { id: string; available: number; reserved: number; committed: number; initial: number }[]
@@ -53,8 +53,8 @@ export async function checkInvariants(
   before: StockSnapshot,
 ): Promise<InvariantReport> {
   const violations: string[] = [];
-  const order = postgres(urls.order, { max: 1, onnotice: () => {} });
-  const payment = postgres(urls.payment, { max: 1, onnotice: () => {} });
+  const order = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
+  const payment = connectPostgres(urls.payment, { max: 1, onnotice: () => {} });
   try {
     const orders = await order<{ id: string; status: string; total: string }[]>`
       select id::text, status, total_minor::text as total from orders`;
@@ -120,7 +120,7 @@ export async function checkInvariants(
     }
 
     for (const service of ["catalog", "order", "payment"] as const) {
-      const sql = postgres(urls[service], { max: 1, onnotice: () => {} });
+      const sql = connectPostgres(urls[service], { max: 1, onnotice: () => {} });
       try {
         const undelivered = count(
           await sql`select count(*) as n from outbox_deliveries where status <> 'delivered'`,
@@ -155,7 +155,7 @@ export async function settle(urls: DatabaseUrls, timeoutMs = 30_000): Promise<vo
   for (;;) {
     let busy = 0;
     for (const service of ["catalog", "order", "payment"] as const) {
-      const sql = postgres(urls[service], { max: 1, onnotice: () => {} });
+      const sql = connectPostgres(urls[service], { max: 1, onnotice: () => {} });
       try {
         busy += count(
           await sql`select count(*) as n from outbox_deliveries where status = 'pending'`,

@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import postgres from "postgres";
+import { connectPostgres } from "@thinmesh/platform";
 import { createIngress, type Hop } from "./ingress.js";
 import { loadIngress } from "./istio.js";
 import { type Supervised, type SupervisorEvents, supervise } from "./supervisor.js";
@@ -45,7 +45,7 @@ export interface LocalShop {
 export const devAdmin = { email: "admin@thinmesh.local", password: "dev-only-admin-password" };
 
 async function ensureDatabases(serverUrl: string, prefix: string) {
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  const admin = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
   const urls = {} as Record<WorkloadName, string>;
   try {
     for (const name of workloadNames) {

@@ -54,7 +54,7 @@ function openPostgres<TSchema extends Record<string, unknown>>(
   options: DatabaseOptions<TSchema>,
 ): Database<TSchema> {
   const clientOptions = { onnotice: () => {}, connect_timeout: 5 } as const;
-  const client = postgres(url, { ...clientOptions, max: options.poolSize ?? 10 });
+  const client = connectPostgres(url, { ...clientOptions, max: options.poolSize ?? 10 });
   const db = drizzlePostgres(preparingStatements(client), { schema: options.schema });
   return {
     kind: "postgres",
@@ -62,7 +62,7 @@ function openPostgres<TSchema extends Record<string, unknown>>(
     async migrate() {
       // drizzle's migrate() takes no lock; replicas migrating an empty database together
       // would collide. One connection holds a session-level advisory lock while it migrates.
-      const lockClient = postgres(url, { ...clientOptions, max: 1 });
+      const lockClient = connectPostgres(url, { ...clientOptions, max: 1 });
       try {
         await lockClient`select pg_advisory_lock(${migrationLockKey})`;
         await migratePostgres(drizzlePostgres(lockClient), {
@@ -80,6 +80,23 @@ function openPostgres<TSchema extends Record<string, unknown>>(
       await client.end({ timeout: 5 });
     },
   };
+}
+
+/**
+ * A postgres-js client for a postgres:// URL. Like libpq, `?host=/a/directory` connects through
+ * the Unix-domain socket in that directory (cheaper than TCP on the same machine), for example
+ * postgres://postgres@localhost/shop?host=/var/run/postgresql.
+ */
+export function connectPostgres(
+  url: string,
+  // biome-ignore lint/complexity/noBannedTypes: postgres-js's own default type parameter
+  options: postgres.Options<{}> = {},
+): postgres.Sql {
+  const parsed = new URL(url);
+  const socketDirectory = parsed.searchParams.get("host");
+  if (!socketDirectory?.startsWith("/")) return postgres(url, options);
+  parsed.searchParams.delete("host");
+  return postgres(parsed.toString(), { ...options, host: socketDirectory });
 }
 
 /**

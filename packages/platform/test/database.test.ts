@@ -1,9 +1,10 @@
+import { existsSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { connect, createServer, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
-import { isUniqueViolation, openDatabase, startService } from "../src/index.js";
+import { connectPostgres, isUniqueViolation, openDatabase, startService } from "../src/index.js";
 import { createTestDatabase, testEnv, testPostgresUrl } from "../src/testing/index.js";
 import { deliveries, sinkService } from "./fixtures/sink-service.js";
 
@@ -54,6 +55,29 @@ describe("database", () => {
     );
     expect((applied as unknown as { n: number }[])[0]?.n).toBe(1);
   });
+
+  // Debian's Postgres puts its socket here; elsewhere there may be none to connect through.
+  const socketDirectory = "/var/run/postgresql";
+  it.skipIf(!realPostgres || !existsSync(`${socketDirectory}/.s.PGSQL.5432`))(
+    "connects through the Unix socket a URL's ?host=/directory names, as libpq does",
+    async () => {
+      const testDb = await createTestDatabase("platform_socket");
+      cleanups.push(testDb.drop);
+      const url = new URL(testDb.url!);
+      url.hostname = "no-such-host.invalid";
+      url.searchParams.set("host", socketDirectory);
+      const sql = connectPostgres(url.toString(), { max: 1 });
+      cleanups.push(() => sql.end());
+      const [row] = await sql`select current_database() as name, inet_server_addr() as address`;
+      // No TCP address on the server's side: the connection is a Unix-domain one.
+      expect(row).toEqual({ name: new URL(testDb.url!).pathname.slice(1), address: null });
+      const elsewhere = new URL(url);
+      elsewhere.searchParams.set("host", "/nonexistent");
+      await expect(connectPostgres(elsewhere.toString(), { max: 1 })`select 1`).rejects.toThrow(
+        /ENOENT/,
+      );
+    },
+  );
 });
 
 /** A TCP proxy to the real Postgres that can be switched on later, to play "database down". */

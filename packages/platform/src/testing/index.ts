@@ -1,8 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { ConnectError } from "@connectrpc/connect";
-import postgres from "postgres";
 import type { z } from "zod";
-import { type Database, type DatabaseOptions, openDatabase } from "../database.js";
+import { connectPostgres, type Database, type DatabaseOptions, openDatabase } from "../database.js";
 import { DomainError } from "../errors.js";
 import { type RunningService, type ServiceDefinition, startService } from "../service.js";
 import { createTestIssuer, type TestIssuer } from "./issuer.js";
@@ -32,7 +31,7 @@ export function testPostgresUrl(): Promise<string | undefined> {
   adminUrlProbe ??= (async () => {
     if (process.env.THINMESH_TEST_DB === "pglite") return undefined;
     const url = process.env.DATABASE_URL ?? defaultAdminUrl;
-    const sql = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+    const sql = connectPostgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
     try {
       await sql`select 1`;
       return url;
@@ -54,7 +53,7 @@ export async function createTestDatabase(label = "test"): Promise<TestDatabase> 
   const adminUrl = await testPostgresUrl();
   if (!adminUrl) return { kind: "pglite", url: undefined, drop: async () => {} };
   const name = `thinmesh_${label.replace(/\W/g, "_")}_${randomBytes(4).toString("hex")}`;
-  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  const admin = connectPostgres(adminUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database "${name}"`);
   await admin.end();
   const url = new URL(adminUrl);
@@ -63,7 +62,7 @@ export async function createTestDatabase(label = "test"): Promise<TestDatabase> 
     kind: "postgres",
     url: url.toString(),
     async drop() {
-      const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
+      const sql = connectPostgres(adminUrl, { max: 1, onnotice: () => {} });
       await sql.unsafe(`drop database if exists "${name}" with (force)`);
       await sql.end();
     },
