@@ -92,7 +92,7 @@ console.log(`  PlaceOrder answered at once: ${placed.order.status.replace("ORDER
 showOrder(await waitForOutcome(placed.order.id, tokens.accessToken));
 
 console.log(
-  bold("\n4. An order over the payment limit (500.00 EUR): declined → CANCELLED, stock restored"),
+  bold("\n4. An order over the payment limit (EUR 500.00): declined → CANCELLED, stock restored"),
 );
 const limitMinor = 50_000; // payment's PAYMENT_DECLINE_ABOVE_MINOR default
 const quantityOver = (p) => Math.floor(limitMinor / Number(p.price.amountMinor)) + 1;

@@ -8,6 +8,7 @@ export * from "./events/index.js";
 export * from "./interceptors.js";
 export * from "./logger.js";
 export * from "./metrics.js";
+export * from "./money.js";
 export * from "./paging.js";
 export * from "./server.js";
 export * from "./service.js";

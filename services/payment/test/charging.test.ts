@@ -117,7 +117,7 @@ describe("a PaymentRequested", () => {
     const requested = paymentRequested({ amount: { currencyCode: "EUR", amountMinor: 50_001n } });
     await deliver(requested);
     const recorded = await recordedFor(payment.service, requested.orderId);
-    const reason = "amount exceeds the limit of 500.00 EUR";
+    const reason = "amount exceeds the limit of EUR 500.00";
     expect(recorded.payments).toEqual([
       expect.objectContaining({
         status: "DECLINED",

@@ -97,7 +97,7 @@ describe("other protocols on the same port", () => {
     const { payment: found } = await grpcWeb.getPayment({ orderId: requested.orderId });
     expect(found).toMatchObject({
       status: PaymentStatus.DECLINED,
-      declineReason: "amount exceeds the limit of 500.00 EUR",
+      declineReason: "amount exceeds the limit of EUR 500.00",
     });
   });
 });

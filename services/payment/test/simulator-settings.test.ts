@@ -39,7 +39,7 @@ describe("the simulator settings", () => {
       expect(recorded).toMatchObject(
         amountMinor === 1_000n
           ? { status: "CAPTURED" }
-          : { status: "DECLINED", declineReason: "amount exceeds the limit of 10.00 EUR" },
+          : { status: "DECLINED", declineReason: "amount exceeds the limit of EUR 10.00" },
       );
     }
   });

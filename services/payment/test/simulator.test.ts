@@ -57,7 +57,7 @@ describe("the simulator", () => {
     });
     expect(await provider.charge(charge({ amount: eur(50_001n) }))).toEqual({
       outcome: "declined",
-      reason: "amount exceeds the limit of 500.00 EUR",
+      reason: "amount exceeds the limit of EUR 500.00",
     });
   });
 
@@ -66,10 +66,10 @@ describe("the simulator", () => {
     const result = await provider.charge(
       charge({ amount: { currencyCode: "JPY", amountMinor: 9_000n } }),
     );
-    expect(result).toEqual({ outcome: "declined", reason: "amount exceeds the limit of 5000 JPY" });
-    expect(formatMoney({ currencyCode: "EUR", amountMinor: 5n })).toBe("0.05 EUR");
+    expect(result).toEqual({ outcome: "declined", reason: "amount exceeds the limit of JPY 5000" });
+    expect(formatMoney({ currencyCode: "EUR", amountMinor: 5n })).toBe("EUR 0.05");
     expect(formatMoney({ currencyCode: "USD", amountMinor: 123_456_789_012n })).toBe(
-      "1234567890.12 USD",
+      "USD 1234567890.12",
     );
   });
 

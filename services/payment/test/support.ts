@@ -71,7 +71,7 @@ export interface PaymentRequestedFields {
   paymentToken: string;
 }
 
-/** A PaymentRequested for a new order: 129.00 EUR, a card that works, unless overridden. */
+/** A PaymentRequested for a new order: EUR 129.00, a card that works, unless overridden. */
 export function paymentRequested(
   overrides: Partial<PaymentRequestedFields> = {},
 ): PaymentRequestedFields {

@@ -1,9 +1,6 @@
-/** An amount in a currency's minor units (cents), never a float. */
-export interface Money {
-  /** ISO 4217, upper case, for example "EUR". */
-  currencyCode: string;
-  amountMinor: bigint;
-}
+import type { Money } from "@thinmesh/platform";
+
+export type { Money };
 
 export const orderStatuses = ["PENDING", "AWAITING_PAYMENT", "CONFIRMED", "CANCELLED"] as const;
 export type OrderStatus = (typeof orderStatuses)[number];
