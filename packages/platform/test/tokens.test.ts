@@ -137,6 +137,42 @@ describe("token verifier", () => {
     await expect(verifier.verify(withoutExp)).rejects.toMatchObject({ kind: "unauthenticated" });
   });
 
+  it("checks a token's signature once and remembers it only until it expires", async () => {
+    const { privateKey, publicKey } = await generateKeyPair("ES256");
+    let keyLookups = 0;
+    const verifier = createTokenVerifier({
+      keys: async () => {
+        keyLookups++;
+        return publicKey;
+      },
+      issuer: "test-issuer",
+      audience: "test-audience",
+    });
+    const signed = (expiresAt: number) =>
+      new SignJWT({ roles: ["customer"] })
+        .setProtectedHeader({ alg: "ES256" })
+        .setSubject("user-1")
+        .setIssuer("test-issuer")
+        .setAudience("test-audience")
+        .setIssuedAt()
+        .setExpirationTime(expiresAt)
+        .sign(privateKey);
+    const now = Math.floor(Date.now() / 1000);
+    const token = await signed(now + 600);
+    const first = await verifier.verify(token);
+    expect(await verifier.verify(token)).toBe(first);
+    expect(keyLookups).toBe(1);
+    // A token differing in its signature is checked on its own: nothing is shared but bytes.
+    const tampered = `${token.slice(0, -2)}${token.endsWith("AA") ? "BB" : "AA"}`;
+    await expect(verifier.verify(tampered)).rejects.toMatchObject({ kind: "unauthenticated" });
+    expect(keyLookups).toBe(2);
+    // Past its exp (within jose's 5 s tolerance) the token is verified again, not served from memory.
+    const expiring = await signed(now - 1);
+    await verifier.verify(expiring);
+    await verifier.verify(expiring);
+    expect(keyLookups).toBe(4);
+  });
+
   it("says the auth service is unavailable when its keys cannot be fetched", async () => {
     const verifier = createTokenVerifier({
       keys: new URL("http://127.0.0.1:9/.well-known/jwks.json"),
