@@ -126,12 +126,12 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
     },
 
     async lockReservation(orderId) {
-      const [row] = await tx
-        .select()
-        .from(reservations)
-        .where(eq(reservations.orderId, orderId))
-        .for("update");
-      return row && { ...row, lines: await linesOf(tx, orderId) };
+      // Sent together: a reservation's lines never change once written.
+      const [[row], lines] = await Promise.all([
+        tx.select().from(reservations).where(eq(reservations.orderId, orderId)).for("update"),
+        linesOf(tx, orderId),
+      ]);
+      return row && { ...row, lines };
     },
 
     async lockProducts(ids) {
@@ -146,16 +146,35 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
     },
 
     async takeStock(orderId, lines) {
-      // products_stock_available_not_negative stays the last line of defence: a line that
-      // does not fit fails the whole transaction.
-      await addStock(tx, lines, -1);
-      if (lines.length > 0) {
-        await tx.insert(reservationLines).values(lines.map((line) => ({ orderId, ...line })));
-      }
+      if (lines.length === 0) return;
+      // lockProducts holds the rows already, so one statement may update them in any order;
+      // it goes out together with the reservation's lines. products_stock_available_not_negative
+      // stays the last line of defence: a line that does not fit fails the whole transaction.
+      const ids = `{${lines.map((line) => line.productId).join(",")}}`;
+      const quantities = `{${lines.map((line) => line.quantity).join(",")}}`;
+      await Promise.all([
+        tx.execute(sql`
+          update ${products} p
+             set stock_available = p.stock_available - l.quantity, updated_at = now()
+            from unnest(${ids}::uuid[], ${quantities}::int[]) as l(id, quantity)
+           where p.id = l.id`),
+        tx.insert(reservationLines).values(lines.map((line) => ({ orderId, ...line }))),
+      ]);
     },
 
     async returnStock(lines) {
-      await addStock(tx, lines, 1);
+      // One by one in id order: these rows are not locked yet, and every transaction that
+      // locks several products does so in id order.
+      const sorted = [...lines].sort((a, b) => compareIds(a.productId, b.productId));
+      for (const line of sorted) {
+        await tx
+          .update(products)
+          .set({
+            stockAvailable: sql`${products.stockAvailable} + ${line.quantity}`,
+            updatedAt: sql`now()`,
+          })
+          .where(eq(products.id, line.productId));
+      }
     },
 
     async setStatus(orderId, status) {
@@ -169,20 +188,6 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
       await tx.delete(reservations).where(eq(reservations.orderId, orderId));
     },
   };
-}
-
-/** Changes stock_available by each line's quantity times sign, one product at a time in id order. */
-async function addStock(tx: AnyExecutor, lines: readonly ReservationLine[], sign: 1 | -1) {
-  const sorted = [...lines].sort((a, b) => compareIds(a.productId, b.productId));
-  for (const line of sorted) {
-    await tx
-      .update(products)
-      .set({
-        stockAvailable: sql`${products.stockAvailable} + ${sign * line.quantity}`,
-        updatedAt: sql`now()`,
-      })
-      .where(eq(products.id, line.productId));
-  }
 }
 
 const compareIds = (a: string, b: string) => {

@@ -117,7 +117,8 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
       return row && headOf(row);
     },
 
-    async advance(orderId, transition, cancelReason, entry) {
+    async advance(orderId, transition, cancelReason) {
+      if (!isUuid(orderId)) return undefined;
       // Guarded by the expected status: of two events racing for one order, one moves it.
       const [row] = await executor
         .update(orders)
@@ -128,9 +129,11 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
         })
         .where(and(eq(orders.id, orderId), eq(orders.status, transition.from)))
         .returning();
-      if (!row) return undefined;
+      return row && headOf(row);
+    },
+
+    async appendTimeline(orderId, entry) {
       await executor.insert(orderTimeline).values({ orderId, ...entry });
-      return headOf(row);
     },
 
     publish: (followUp) => publishFollowUp(publish, followUp),

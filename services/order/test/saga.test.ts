@@ -69,12 +69,14 @@ function memoryStore(status: OrderStatus | undefined) {
     async head(id) {
       return order && id === order.id ? { ...order } : undefined;
     },
-    async advance(id, transition, cancelReason, entry) {
+    async advance(id, transition, cancelReason) {
       if (!order || id !== order.id || order.status !== transition.from) return undefined;
       order.status = transition.to;
       if (cancelReason !== undefined) order.cancelReason = cancelReason;
-      timeline.push(entry);
       return { ...order };
+    },
+    async appendTimeline(id, entry) {
+      if (id === order?.id) timeline.push(entry);
     },
     async publish(followUp) {
       published.push(followUp);
@@ -214,20 +216,14 @@ describe("applySagaEvent", () => {
     expect(m.published).toEqual([]);
   });
 
-  it("changes nothing when the order moved on between the read and the guarded update", async () => {
+  it("changes nothing when another event moves the order first", async () => {
     const m = memoryStore("PENDING");
     const racing: SagaStore = {
       ...m.store,
-      async head(id) {
-        const head = await m.store.head(id);
-        // Another event wins the race right after this one read the order.
-        await m.store.advance(id, sagaTransitions.stock_rejected, "lost the race", {
-          step: "stock rejected",
-          status: "CANCELLED",
-          traceId: "other",
-          detail: "",
-        });
-        return head;
+      async advance(id, transition, cancelReason) {
+        // Another event's transaction commits right before this one's guarded update runs.
+        await m.store.advance(id, sagaTransitions.stock_rejected, "lost the race");
+        return m.store.advance(id, transition, cancelReason);
       },
     };
     const outcome = await applySagaEvent(
@@ -235,8 +231,12 @@ describe("applySagaEvent", () => {
       { kind: "stock_reserved", orderId: m.orderId },
       "t",
     );
-    expect(outcome.applied).toBe(false);
+    expect(outcome).toEqual({
+      applied: false,
+      reason: expect.stringMatching(/applies to orders in PENDING, but this one is CANCELLED/),
+    });
     expect(m.order?.status).toBe("CANCELLED");
+    expect(m.timeline).toEqual([]);
     expect(m.published).toEqual([]);
   });
 });

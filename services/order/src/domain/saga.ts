@@ -114,16 +114,16 @@ export interface SagaStore {
   /** The order's own fields (no items, no timeline), or undefined if there is none. */
   head(orderId: string): Promise<OrderHead | undefined>;
   /**
-   * Moves the order to transition.to only if it is still in transition.from (a conditional
-   * update), and appends the timeline entry. Resolves to the order after the change, or
-   * undefined when it was no longer in transition.from and nothing changed.
+   * Moves the order to transition.to only if it is in transition.from (a conditional update).
+   * Resolves to the order after the change, or undefined when there is no such order or it
+   * was in another status, and nothing changed.
    */
   advance(
     orderId: string,
     transition: SagaTransition,
     cancelReason: string | undefined,
-    entry: Omit<TimelineEntry, "time">,
   ): Promise<OrderHead | undefined>;
+  appendTimeline(orderId: string, entry: Omit<TimelineEntry, "time">): Promise<void>;
   publish(followUp: FollowUp): Promise<void>;
 }
 
@@ -141,22 +141,31 @@ export async function applySagaEvent(
   event: SagaEvent,
   traceId: string,
 ): Promise<SagaOutcome> {
-  const current = await store.head(event.orderId);
-  if (!current) return { applied: false, reason: `there is no order ${event.orderId}` };
-  const check = transitionFor(current.status, event.kind);
-  if (!check.allowed) return { applied: false, reason: check.reason };
-  const { transition } = check;
-  const order = await store.advance(event.orderId, transition, cancelReasonOf(event), {
-    step: transition.step,
-    status: transition.to,
-    traceId,
-    detail: detailOf(event, current.total),
-  });
-  // Another event moved the order between the read and the guarded update.
-  if (!order) {
-    return { applied: false, reason: `the order left ${transition.from} while this was applied` };
-  }
+  const transition = sagaTransitions[event.kind];
+  // The guarded update decides (of two events racing for one order, one moves it); the order
+  // is read only to explain an event that changed nothing.
+  const order = await store.advance(event.orderId, transition, cancelReasonOf(event));
+  if (!order) return { applied: false, reason: await whyNot(store, event) };
   const followUp = followUpOf(event, order);
-  if (followUp) await store.publish(followUp);
+  // Independent writes: the store may send them together.
+  await Promise.all([
+    store.appendTimeline(order.id, {
+      step: transition.step,
+      status: transition.to,
+      traceId,
+      detail: detailOf(event, order.total),
+    }),
+    followUp && store.publish(followUp),
+  ]);
   return { applied: true, from: transition.from, to: transition.to, followUp };
+}
+
+async function whyNot(store: SagaStore, event: SagaEvent): Promise<string> {
+  const current = await store.head(event.orderId);
+  if (!current) return `there is no order ${event.orderId}`;
+  const check = transitionFor(current.status, event.kind);
+  // Statuses only move forward, so this means another event moved the order just now.
+  return check.allowed
+    ? `the order left ${check.transition.from} while this was applied`
+    : check.reason;
 }
