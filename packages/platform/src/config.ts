@@ -79,9 +79,10 @@ export const baseConfigSchema = z.object({
   OUTBOX_MAX_BACKOFF_MS: z.coerce.number().int().min(1).default(30_000),
   /**
    * Deliver calls in flight per subscriber. Events due while all are busy go out together in
-   * the next call; raise it for consumers whose handlers wait on something slow.
+   * the next call. One keeps a consumer's transactions from contending with each other (and
+   * batches best); raise it for consumers whose handlers wait on something slow.
    */
-  OUTBOX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
+  OUTBOX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(1),
   /** Most events in one Deliver call (and one consumer transaction). */
   OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(500).default(32),
 });

@@ -269,12 +269,15 @@ describe("a delivery of several events", () => {
     const unlucky = await committedEvent(bus, failing, 13);
     const alien = { ...fresh, id: crypto.randomUUID(), type: "shop.events.v1.StockReserved" };
 
+    const again = { ...fresh, id: fresh.id.toUpperCase() };
     const { results } = await eventSinkClient(consumer.url).deliver({
-      events: [seen, fresh, unlucky, alien],
+      events: [seen, fresh, again, unlucky, alien],
     });
     expect(results).toMatchObject([
       { eventId: seen.id, duplicate: true },
       { eventId: fresh.id, duplicate: false },
+      // The same event twice in one call (a UUID in capitals is the same UUID).
+      { eventId: again.id, duplicate: true },
       {
         eventId: unlucky.id,
         error: { code: "unavailable", message: expect.stringMatching(/13 units/) },

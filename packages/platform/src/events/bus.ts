@@ -14,7 +14,10 @@ export type AnyExecutor = Executor<any>;
 // biome-ignore lint/suspicious/noExplicitAny: see above
 type AnyDatabase = AppDatabase<any>;
 
-/** Appends an event to the outbox inside the caller's transaction; returns the event id. */
+/**
+ * Adds an event to the outbox of the caller's transaction; returns the event id. The events
+ * of a transaction are written together when its function returns, before the commit.
+ */
 export type Publish = <Desc extends DescMessage>(
   schema: Desc,
   data: MessageShape<Desc>,
@@ -55,46 +58,64 @@ export function createEventBus(options: EventBusOptions): EventBus {
   );
   const listeners: ((subscribers: ReadonlySet<string>) => void)[] = [];
 
-  const publishIn =
-    (tx: AnyExecutor): Publish =>
-    async (schema, data, subject) => {
-      const subscribers = routes.get(schema.typeName);
-      if (!subscribers) {
-        throw new Error(`${options.source} does not declare that it produces ${schema.typeName}`);
-      }
-      const context = currentContext();
-      const event = create(EventSchema, {
-        id: randomUUID(),
-        source: options.source,
-        type: schema.typeName,
-        subject,
-        time: timestampNow(),
-        traceparent: context?.propagation.traceparent ?? "",
-        tracestate: context?.propagation.tracestate ?? "",
-        data: anyPack(schema, data),
-      });
-      // One statement for the event and its deliveries: publishing is on every write path.
-      await tx.execute(sql`
-        with event as (
-          insert into ${outboxEvents} (id, type, subject, envelope)
-          values (${event.id}, ${event.type}, ${subject}, ${toBinary(EventSchema, event)})
-          returning id)
-        insert into ${outboxDeliveries} (event_id, subscriber)
-        select event.id, subscriber
-          from event, unnest(${`{${subscribers.join(",")}}`}::text[]) as subscriber`);
-      return event.id;
+  /** An event ready to write, as one element of the JSON the flush sends. */
+  const rowOf = <Desc extends DescMessage>(
+    schema: Desc,
+    data: MessageShape<Desc>,
+    subject: string,
+  ) => {
+    const subscribers = routes.get(schema.typeName);
+    if (!subscribers) {
+      throw new Error(`${options.source} does not declare that it produces ${schema.typeName}`);
+    }
+    const context = currentContext();
+    const event = create(EventSchema, {
+      id: randomUUID(),
+      source: options.source,
+      type: schema.typeName,
+      subject,
+      time: timestampNow(),
+      traceparent: context?.propagation.traceparent ?? "",
+      tracestate: context?.propagation.tracestate ?? "",
+      data: anyPack(schema, data),
+    });
+    return {
+      id: event.id,
+      type: event.type,
+      subject,
+      envelope: Buffer.from(toBinary(EventSchema, event)).toString("base64"),
+      subscribers,
     };
+  };
+
+  /** One statement for every event of a transaction and their deliveries. */
+  async function flush(tx: AnyExecutor, rows: ReturnType<typeof rowOf>[]) {
+    if (rows.length === 0) return;
+    await tx.execute(sql`
+      with event as (
+             select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+               as e(id uuid, type text, subject text, envelope text, subscribers text[])),
+           stored as (
+             insert into ${outboxEvents} (id, type, subject, envelope)
+             select id, type, subject, decode(envelope, 'base64') from event)
+      insert into ${outboxDeliveries} (event_id, subscriber)
+      select event.id, subscriber from event, unnest(event.subscribers) as subscriber`);
+  }
 
   return {
     routes,
     async transaction(fn) {
       const notified = new Set<string>();
       const result = await options.db.transaction(async (tx) => {
-        const publish = publishIn(tx);
-        return fn(tx, (schema, data, subject) => {
-          for (const subscriber of routes.get(schema.typeName) ?? []) notified.add(subscriber);
-          return publish(schema, data, subject);
+        const rows: ReturnType<typeof rowOf>[] = [];
+        const value = await fn(tx, async (schema, data, subject) => {
+          const row = rowOf(schema, data, subject);
+          rows.push(row);
+          for (const subscriber of row.subscribers) notified.add(subscriber);
+          return row.id;
         });
+        await flush(tx, rows);
+        return value;
       });
       if (notified.size > 0) for (const listener of listeners) listener(notified);
       return result;

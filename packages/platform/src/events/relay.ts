@@ -65,7 +65,7 @@ const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
  */
 export function createRelay(options: RelayOptions): Relay {
   const pollIntervalMs = options.pollIntervalMs ?? 1000;
-  const concurrency = options.concurrency ?? 4;
+  const concurrency = options.concurrency ?? 1;
   const batchSize = options.batchSize ?? 32;
   const maxAttempts = options.maxAttempts ?? 25;
   const baseBackoffMs = options.baseBackoffMs ?? 250;

@@ -72,26 +72,36 @@ export function createEventSink(
   const byType = new Map(handlers.map((h) => [h.schema.typeName, h]));
   const lockTimeout = `${options.batchLockTimeoutMs ?? 200}ms`;
 
-  /** Inbox record and effect of each event, in one transaction; true for a duplicate. */
+  /** Inbox records and effects of the events, in one transaction; true for a duplicate. */
   const applyAll = (events: Applicable[]) =>
     bus.transaction(async (tx, publish) => {
       if (events.length > 1) {
         await tx.execute(sql.raw(`set local lock_timeout = '${lockTimeout}'`));
       }
+      // One statement records them all; the ids it returns are the events not seen before.
+      const recorded = await tx
+        .insert(inbox)
+        .values(
+          events.map(({ event }) => ({
+            eventId: event.id,
+            type: event.type,
+            source: event.source,
+          })),
+        )
+        .onConflictDoNothing()
+        .returning({ eventId: inbox.eventId });
+      // Postgres answers uuids in lower case; a sender may have written them in upper case.
+      const fresh = new Set(recorded.map((row) => row.eventId.toLowerCase()));
       const duplicates: boolean[] = [];
       for (const { event, handler, data } of events) {
-        // Each event's log lines, timeline entries and follow-up events carry its own trace.
-        const duplicate = await runWithContext(contextOfEvent(event), async () => {
-          const recorded = await tx
-            .insert(inbox)
-            .values({ eventId: event.id, type: event.type, source: event.source })
-            .onConflictDoNothing()
-            .returning({ eventId: inbox.eventId });
-          if (recorded.length === 0) return true;
-          await handler.handle(data, { tx, publish, event });
-          return false;
-        });
+        // The same id twice in one request is applied once, too.
+        const duplicate = !fresh.delete(event.id.toLowerCase());
         duplicates.push(duplicate);
+        if (duplicate) continue;
+        // Each event's log lines, timeline entries and follow-up events carry its own trace.
+        await runWithContext(contextOfEvent(event), () =>
+          handler.handle(data, { tx, publish, event }),
+        );
       }
       return duplicates;
     });
