@@ -75,21 +75,23 @@ export function createEventSink(
   /** Inbox records and effects of the events, in one transaction; true for a duplicate. */
   const applyAll = (events: Applicable[]) =>
     bus.transaction(async (tx, publish) => {
-      if (events.length > 1) {
-        await tx.execute(sql.raw(`set local lock_timeout = '${lockTimeout}'`));
-      }
       // One statement records them all; the ids it returns are the events not seen before.
-      const recorded = await tx
-        .insert(inbox)
-        .values(
-          events.map(({ event }) => ({
-            eventId: event.id,
-            type: event.type,
-            source: event.source,
-          })),
-        )
-        .onConflictDoNothing()
-        .returning({ eventId: inbox.eventId });
+      // With several events the lock timeout is set first, in the same round trip.
+      const [, recorded] = await Promise.all([
+        events.length > 1 &&
+          tx.execute(sql`select set_config('lock_timeout', ${lockTimeout}, true)`),
+        tx
+          .insert(inbox)
+          .values(
+            events.map(({ event }) => ({
+              eventId: event.id,
+              type: event.type,
+              source: event.source,
+            })),
+          )
+          .onConflictDoNothing()
+          .returning({ eventId: inbox.eventId }),
+      ]);
       // Postgres answers uuids in lower case; a sender may have written them in upper case.
       const fresh = new Set(recorded.map((row) => row.eventId.toLowerCase()));
       const duplicates: boolean[] = [];
