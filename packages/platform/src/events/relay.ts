@@ -91,9 +91,18 @@ export function createRelay(options: RelayOptions): Relay {
   const due = new Map(subscribers.map((s) => [s, true]));
   const wakers = new Map<string, () => void>();
 
-  async function claim(subscriber: string, limit: number): Promise<Claimed[]> {
+  /** Marks the given deliveries delivered, then claims up to `limit` due ones: one statement. */
+  async function claim(subscriber: string, limit: number, delivered: string[]): Promise<Claimed[]> {
+    // The rows marked here are leased by this relay, so the claim below does not pick them
+    // (had a lease run out, the claim might win and the event go out once more: harmless).
+    const marking = delivered.length
+      ? sql`delivered as (
+          update outbox_deliveries
+             set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
+           where subscriber = ${subscriber} and event_id = any(${`{${delivered.join(",")}}`}::uuid[])),`
+      : sql``;
     const result = await db.execute(sql`
-      with claimed as (
+      with ${marking} claimed as (
         update outbox_deliveries d
            set lease_until = now() + ${`${leaseMs} milliseconds`}::interval, attempts = d.attempts + 1
           from outbox_events e
@@ -163,15 +172,8 @@ export function createRelay(options: RelayOptions): Relay {
     });
   }
 
-  /** Records a lane's finished deliveries: two statements however many there were. */
-  async function record(subscriber: string, outcomes: Outcome[]) {
-    const accepted = outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
-    if (accepted.length > 0) {
-      await db.execute(sql`
-        update outbox_deliveries
-           set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
-         where subscriber = ${subscriber} and event_id = any(${`{${accepted.join(",")}}`}::uuid[])`);
-    }
+  /** Records a lane's failed deliveries (retry later, or dead): one statement for them all. */
+  async function recordFailures(subscriber: string, outcomes: Outcome[]) {
     const failed = outcomes.flatMap(({ row, error }) => {
       if (!error) return [];
       const dead = row.attempts >= maxAttempts || permanentCodes.has(error.code);
@@ -208,15 +210,37 @@ export function createRelay(options: RelayOptions): Relay {
   async function lane(subscriber: string) {
     const inFlight = new Set<Promise<void>>();
     let finished: Outcome[] = [];
-    const recordFinished = async () => {
-      if (finished.length === 0) return;
+    /** The finished deliveries the subscriber accepted; failures are recorded here. */
+    const takeFinished = async () => {
       const outcomes = finished;
       finished = [];
+      if (outcomes.some((o) => o.error)) {
+        try {
+          await recordFailures(subscriber, outcomes);
+        } catch (error) {
+          // Their leases run out and they are delivered again.
+          logger.warn(
+            { err: error, subscriber },
+            "cannot record failed deliveries; they will repeat",
+          );
+        }
+      }
+      return outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
+    };
+    const recordFinished = async () => {
+      const delivered = await takeFinished();
+      if (delivered.length > 0) await claimOrRepeat(0, delivered);
+    };
+    /** claim(), but a failure only costs time: unrecorded deliveries repeat, consumers dedupe. */
+    const claimOrRepeat = async (limit: number, delivered: string[]) => {
       try {
-        await record(subscriber, outcomes);
+        return await claim(subscriber, limit, delivered);
       } catch (error) {
-        // The leases run out and the events are delivered again; consumers dedupe them.
-        logger.warn({ err: error, subscriber }, "cannot record deliveries; they will repeat");
+        logger.warn(
+          { err: error, subscriber },
+          "cannot claim outbox rows or record deliveries; will retry (recorded ones will repeat)",
+        );
+        return [];
       }
     };
     while (running) {
@@ -225,11 +249,8 @@ export function createRelay(options: RelayOptions): Relay {
       // A finished delivery wakes the lane too; only look for events if some may be due.
       if (free > 0 && due.get(subscriber)) {
         due.set(subscriber, false);
-        try {
-          claimed = await claim(subscriber, free * batchSize);
-        } catch (error) {
-          logger.warn({ err: error, subscriber }, "cannot claim outbox rows; will retry");
-        }
+        // Recording what finished rides along with the claim.
+        claimed = await claimOrRepeat(free * batchSize, await takeFinished());
         // A full claim suggests more are due.
         if (claimed.length === free * batchSize) due.set(subscriber, true);
       }
