@@ -1,5 +1,5 @@
-import type { Executor } from "@thinmesh/platform";
-import { asc, eq } from "drizzle-orm";
+import { type Executor, rowsOf } from "@thinmesh/platform";
+import { asc, eq, sql } from "drizzle-orm";
 import { ledgerEntries, payments, type schema } from "./db/schema.js";
 import type { NewPayment, Payment, PaymentStore } from "./domain/payment.js";
 
@@ -26,32 +26,40 @@ export function createPaymentStore(db: Executor<typeof schema>): PaymentStore {
     async insertIfFirstForOrder(payment) {
       // ON CONFLICT DO NOTHING instead of catching the unique violation: a failed statement
       // would abort the whole transaction (inbox record included), while this waits for a
-      // racing insert of the same order to commit and then simply inserts nothing.
-      const inserted = await db
-        .insert(payments)
-        .values(paymentRowOf(payment))
-        .onConflictDoNothing({ target: payments.orderId })
-        .returning({ id: payments.id });
-      if (inserted.length === 0) return false;
-      if (payment.ledger.length > 0) {
-        await db.insert(ledgerEntries).values(
-          payment.ledger.map((entry, position) => ({
-            paymentId: payment.id,
-            position,
-            kind: entry.kind,
-            account: entry.account,
-            direction: entry.direction,
-            amountMinor: entry.amount.amountMinor,
-            currency: entry.amount.currencyCode,
-          })),
-        );
-      }
-      return true;
+      // racing insert of the same order to commit and then simply inserts nothing. The ledger
+      // entries ride in the same statement, written only if the payment was.
+      const row = paymentRowOf(payment);
+      const ledger = payment.ledger.map((entry, position) => ({
+        position,
+        kind: entry.kind,
+        account: entry.account,
+        direction: entry.direction,
+        amount_minor: entry.amount.amountMinor.toString(),
+        currency: entry.amount.currencyCode,
+      }));
+      const result = await db.execute(sql`
+        with inserted as (
+               insert into ${payments} (id, order_id, user_id, status, amount_minor, currency,
+                                        provider_reference, decline_reason)
+               values (${row.id}, ${row.orderId}, ${row.userId}, ${row.status}, ${row.amountMinor},
+                       ${row.currency}, ${row.providerReference}, ${row.declineReason})
+               on conflict (order_id) do nothing
+               returning id),
+             entries as (
+               insert into ${ledgerEntries} (payment_id, position, kind, account, direction,
+                                             amount_minor, currency)
+               select inserted.id, l.position, l.kind, l.account, l.direction, l.amount_minor, l.currency
+                 from inserted,
+                      jsonb_to_recordset(${JSON.stringify(ledger)}::jsonb)
+                        as l(position int, kind text, account text, direction text,
+                             amount_minor bigint, currency text))
+        select count(*)::int as inserted from inserted`);
+      return rowsOf<{ inserted: number }>(result)[0]?.inserted === 1;
     },
   };
 }
 
-function paymentRowOf(payment: NewPayment): typeof payments.$inferInsert {
+function paymentRowOf(payment: NewPayment) {
   return {
     id: payment.id,
     orderId: payment.orderId,

@@ -31,14 +31,20 @@ export async function reserveStock(
   order: PlacedOrder,
 ): Promise<ReserveOutcome> {
   checkOrderId(order.orderId);
-  if (!(await store.insertIfAbsent(order.orderId, "reserved"))) {
+  // Sent together, run in this order: the reservation row first, then the products. Should
+  // the order have a reservation already, the products stay locked to no purpose until the
+  // transaction ends; that is rare and harmless.
+  const [claimed, stock] = await Promise.all([
+    store.insertIfAbsent(order.orderId, "reserved"),
+    store.lockProducts(productIdsToLock(order.lines)),
+  ]);
+  if (!claimed) {
     const existing = await store.lockReservation(order.orderId);
     // The row was there a moment ago and reservations are deleted only by the transaction
     // that created them, which has committed.
     if (!existing) throw new Error(`the reservation of order ${order.orderId} vanished`);
     return { kind: "unchanged", status: existing.status };
   }
-  const stock = await store.lockProducts(productIdsToLock(order.lines));
   const decision = decideReservation(order.lines, stock);
   if (!decision.reserve) {
     await store.deleteReservation(order.orderId);
