@@ -83,6 +83,11 @@ export const baseConfigSchema = z.object({
    * batches best); raise it for consumers whose handlers wait on something slow.
    */
   OUTBOX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(1),
+  /**
+   * Hours an outbox event delivered to every subscriber, and an inbox record, are kept before
+   * they are pruned (undelivered and dead events are never pruned).
+   */
+  EVENT_RETENTION_HOURS: z.coerce.number().int().min(1).max(87_600).default(168),
   /** Most events in one Deliver call (and one consumer transaction). */
   OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(500).default(32),
 });

@@ -11,6 +11,7 @@ import { DomainError } from "./errors.js";
 import { createEventBus, type EventBus } from "./events/bus.js";
 import { deadLetterRoutes } from "./events/dead-letters.js";
 import { createRelay, type Relay } from "./events/relay.js";
+import { startPruning } from "./events/retention.js";
 import { createEventSink, type EventHandler } from "./events/sink.js";
 import { loadSubscriptions, type Subscriptions } from "./events/subscriptions.js";
 import {
@@ -139,6 +140,7 @@ export async function startService<
   };
   let parts: ServiceParts;
   let relay: Relay | undefined;
+  let pruning: { stop(): Promise<void> } | undefined;
   try {
     parts = await definition.create({ config, logger, database, metrics, eventBus });
     relay = parts.events && relayFor(parts.events.bus, env, config, database, logger);
@@ -210,6 +212,13 @@ export async function startService<
         await parts.onDatabaseReady?.();
         notReady = undefined;
         relay?.start();
+        if (parts.events) {
+          pruning = startPruning({
+            db: database.db,
+            logger: logger.child({ component: "event-pruning" }),
+            keepHours: config.EVENT_RETENTION_HOURS,
+          });
+        }
         logger.info({ url }, "ready");
         return;
       } catch (error) {
@@ -239,6 +248,7 @@ export async function startService<
       await server.close(config.SHUTDOWN_GRACE_MS);
       await ready.catch(() => {});
       await relay?.stop();
+      await pruning?.stop();
       await parts.onClose?.();
       await database.close();
       await tracing.shutdown();

@@ -15,6 +15,7 @@ import {
   listDeadDeliveries,
   openDatabase,
   outboxDeliveries,
+  pruneEvents,
   type RunningService,
   redriveDeadDeliveries,
   rowsOf,
@@ -463,6 +464,50 @@ describe("relay", () => {
       expect(counted?.pending).toBe(0);
     });
     for (const orderId of orders) expect(await consumerEffects(orderId)).toHaveLength(1);
+  });
+});
+
+describe("retention", () => {
+  it("prunes old events every subscriber accepted and old inbox records, nothing else", async () => {
+    const { bus } = producerBus({ consumer: consumer.url });
+    const [oldDelivered, oldPending, oldDead, recentDelivered] = [
+      await placeOrder(bus, crypto.randomUUID()),
+      await placeOrder(bus, crypto.randomUUID()),
+      await placeOrder(bus, crypto.randomUUID()),
+      await placeOrder(bus, crypto.randomUUID()),
+    ];
+    const ids = (list: string[]) => `{${list.join(",")}}`;
+    await producer.db.execute(
+      sql`update outbox_deliveries set status = 'delivered' where event_id = any(${ids([oldDelivered, recentDelivered])}::uuid[])`,
+    );
+    // One of oldPending's two subscribers has it; the other does not yet.
+    await producer.db.execute(
+      sql`update outbox_deliveries set status = 'delivered' where event_id = ${oldPending} and subscriber = 'consumer'`,
+    );
+    await producer.db.execute(
+      sql`update outbox_deliveries set status = 'dead' where event_id = ${oldDead}`,
+    );
+    await producer.db.execute(
+      sql`update outbox_events set created_at = now() - interval '8 days' where id = any(${ids([oldDelivered, oldPending, oldDead])}::uuid[])`,
+    );
+    const [oldRecord, recentRecord] = [crypto.randomUUID(), crypto.randomUUID()];
+    await producer.db.execute(sql`
+      insert into inbox (event_id, type, source, handled_at)
+      values (${oldRecord}, 't', 's', now() - interval '8 days'), (${recentRecord}, 't', 's', now())`);
+
+    expect(await pruneEvents(producer.db, 7 * 24, 2)).toEqual({ events: 1, inbox: 1 });
+    const left = rowsOf<{ id: string }>(
+      await producer.db.execute(sql`select id from outbox_events`),
+    );
+    expect(left.map((r) => r.id).sort()).toEqual([oldPending, oldDead, recentDelivered].sort());
+    expect(await deliveryStates(oldDelivered)).toEqual([]);
+    const inboxLeft = rowsOf<{ event_id: string }>(
+      await producer.db.execute(
+        sql`select event_id from inbox where event_id = any(${ids([oldRecord, recentRecord])}::uuid[])`,
+      ),
+    );
+    expect(inboxLeft.map((r) => r.event_id)).toEqual([recentRecord]);
+    expect(await pruneEvents(producer.db, 7 * 24)).toEqual({ events: 0, inbox: 0 });
   });
 });
 

@@ -1,6 +1,7 @@
 export * from "./bus.js";
 export * from "./dead-letters.js";
 export * from "./relay.js";
+export * from "./retention.js";
 export * from "./schema.js";
 export * from "./sink.js";
 export * from "./subscriptions.js";
