@@ -100,34 +100,93 @@ export function connectPostgres(
 }
 
 /**
- * drizzle runs every query through postgres-js's unsafe(), which does not prepare: each
- * parameterized query then costs two round trips (describe, then execute) and a parse and plan
- * in Postgres. The services' queries are a small fixed set of texts, so this view of the client
- * prepares them all: each connection parses a text once and afterwards only binds and executes.
+ * The postgres-js client as drizzle should see it, tuned for the round trip, which is what a
+ * query costs most here:
+ * - drizzle runs every query through unsafe(), which does not prepare: each parameterized
+ *   query then costs two round trips (describe, then execute) and a parse and plan in
+ *   Postgres. The services' queries are a small fixed set of texts, so they are all prepared:
+ *   each connection parses a text once and afterwards only binds and executes.
+ * - postgres-js's begin() waits for BEGIN's answer before running the transaction's first
+ *   statement; here BEGIN leaves together with that statement (see transaction()).
  */
 function preparingStatements(client: postgres.Sql): postgres.Sql {
   return new Proxy(client, {
     get(target, property, receiver) {
       switch (property) {
         case "unsafe":
-          return (query: string, params?: unknown[], options?: postgres.UnsafeQueryOptions) =>
-            // biome-ignore lint/suspicious/noExplicitAny: postgres-js's parameter typing is narrower than what drizzle passes
-            target.unsafe(query, params as any, { ...options, prepare: true });
-        // Transactions and savepoints hand drizzle a new client: prepare there too.
+          return prepared(target);
         case "begin":
-        case "savepoint":
           return (...args: unknown[]) => {
             const fn = args.pop() as (sql: postgres.Sql) => unknown;
-            // biome-ignore lint/suspicious/noExplicitAny: savepoint exists on transaction clients only
-            return (target as any)[property](...args, (sql: postgres.Sql) =>
-              fn(preparingStatements(sql)),
-            );
+            return transaction(target, (args[0] as string | undefined) ?? "", fn);
           };
         default:
           return Reflect.get(target, property, receiver);
       }
     },
   });
+}
+
+const prepared =
+  (client: postgres.Sql) =>
+  (query: string, params?: unknown[], options?: postgres.UnsafeQueryOptions) =>
+    // biome-ignore lint/suspicious/noExplicitAny: postgres-js's parameter typing is narrower than what drizzle passes
+    client.unsafe(query, params as any, { ...options, prepare: true });
+
+/**
+ * begin() for drizzle on one reserved connection. BEGIN is sent without waiting for its answer,
+ * so it shares a round trip with the first statement (which fails too if BEGIN did); COMMIT
+ * or ROLLBACK ends it, and nested transactions become savepoints.
+ */
+async function transaction(
+  pool: postgres.Sql,
+  mode: string,
+  fn: (sql: postgres.Sql) => unknown,
+): Promise<unknown> {
+  if (!/^[a-z ]*$/i.test(mode)) throw new Error(`not a transaction mode: "${mode}"`);
+  const connection = await pool.reserve();
+  let savepoints = 0;
+  const inTransaction = new Proxy(connection, {
+    get(target, property, receiver) {
+      switch (property) {
+        case "unsafe":
+          return prepared(target);
+        case "begin":
+          throw new Error("a transaction is open on this connection; nest with savepoints");
+        case "savepoint":
+          return async (inner: (sql: postgres.Sql) => unknown) => {
+            const name = `s${savepoints++}`;
+            await target.unsafe(`savepoint ${name}`);
+            try {
+              const result = await inner(inTransaction);
+              await target.unsafe(`release savepoint ${name}`);
+              return result;
+            } catch (error) {
+              await target.unsafe(`rollback to savepoint ${name}`);
+              throw error;
+            }
+          };
+        default:
+          return Reflect.get(target, property, receiver);
+      }
+    },
+  });
+  try {
+    const begun = connection.unsafe(`begin ${mode}`).execute();
+    // Awaited after the work below; until then its failure must not go unhandled.
+    begun.catch(() => {});
+    try {
+      const result = await fn(inTransaction);
+      await begun;
+      await connection.unsafe("commit");
+      return result;
+    } catch (error) {
+      await connection.unsafe("rollback").catch(() => {});
+      throw error;
+    }
+  } finally {
+    connection.release();
+  }
 }
 
 async function openPglite<TSchema extends Record<string, unknown>>(

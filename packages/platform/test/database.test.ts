@@ -56,6 +56,79 @@ describe("database", () => {
     expect((applied as unknown as { n: number }[])[0]?.n).toBe(1);
   });
 
+  it("commits a transaction, rolls back a failed one, and nests as savepoints", async () => {
+    const testDb = await createTestDatabase("platform_transactions");
+    cleanups.push(testDb.drop);
+    const database = await openDatabase({
+      url: testDb.url,
+      schema: { deliveries },
+      migrationsFolder,
+    });
+    cleanups.push(database.close);
+    await database.migrate();
+    const { db } = database;
+    const ids = async () =>
+      (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
+
+    await db.transaction(async (tx) => {
+      await tx.insert(deliveries).values({ eventId: "kept", type: "t" });
+    });
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.insert(deliveries).values({ eventId: "undone", type: "t" });
+        throw new Error("business rule failed");
+      }),
+    ).rejects.toThrow("business rule failed");
+    // A failing statement fails the transaction, and nothing of it stays.
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.insert(deliveries).values({ eventId: "before-the-failure", type: "t" });
+        await tx.insert(deliveries).values({ eventId: "kept", type: "t" });
+      }),
+    ).rejects.toThrow();
+    await db.transaction(async (tx) => {
+      await tx.insert(deliveries).values({ eventId: "outer", type: "t" });
+      await expect(
+        tx.transaction(async (inner) => {
+          await inner.insert(deliveries).values({ eventId: "inner", type: "t" });
+          throw new Error("inner failed");
+        }),
+      ).rejects.toThrow("inner failed");
+      await tx.transaction(async (inner) => {
+        await inner.insert(deliveries).values({ eventId: "inner-kept", type: "t" });
+      });
+    });
+    expect(await ids()).toEqual(["inner-kept", "kept", "outer"]);
+  });
+
+  it.skipIf(!realPostgres)("runs each transaction on a connection of its own", async () => {
+    const testDb = await createTestDatabase("platform_isolation");
+    cleanups.push(testDb.drop);
+    const database = await openDatabase({
+      url: testDb.url,
+      schema: { deliveries },
+      migrationsFolder,
+    });
+    cleanups.push(database.close);
+    await database.migrate();
+    const { db } = database;
+    const ids = async () => (await db.select().from(deliveries)).map((r) => r.eventId);
+    // One's uncommitted row is not the other's.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const open = db.transaction(async (tx) => {
+      await tx.insert(deliveries).values({ eventId: "uncommitted", type: "t" });
+      await held;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await db.transaction(async () => ids())).not.toContain("uncommitted");
+    release();
+    await open;
+    expect(await ids()).toContain("uncommitted");
+  });
+
   // Debian's Postgres puts its socket here; elsewhere there may be none to connect through.
   const socketDirectory = "/var/run/postgresql";
   it.skipIf(!realPostgres || !existsSync(`${socketDirectory}/.s.PGSQL.5432`))(
