@@ -1,5 +1,12 @@
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import type { AnyExecutor, AppDatabase, EventBus, Executor, Publish } from "@thinmesh/platform";
+import {
+  type AnyExecutor,
+  type AppDatabase,
+  type EventBus,
+  type Executor,
+  isUniqueViolation,
+  type Publish,
+} from "@thinmesh/platform";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { orderItems, orders, orderTimeline, type schema } from "./db/schema.js";
 import {
@@ -36,51 +43,53 @@ export function createOrderStore(db: AppDatabase<typeof schema>, bus: EventBus):
     },
 
     async insertPlaced(order) {
-      return bus.transaction(async (tx, publish) => {
-        // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or
-        // roll back, so exactly one of several identical requests inserts; the others see no
-        // row here and commit nothing (no items, no event).
-        const [row] = await tx
-          .insert(orders)
-          .values({
-            id: order.id,
-            userId: order.userId,
-            idempotencyKey: order.idempotencyKey,
-            requestFingerprint: order.requestFingerprint,
-            status: "PENDING",
-            currency: order.total.currencyCode,
-            totalMinor: order.total.amountMinor,
-            paymentToken: order.paymentToken,
-            traceId: order.traceId,
-          })
-          .onConflictDoNothing({ target: [orders.userId, orders.idempotencyKey] })
-          .returning();
-        if (!row) return undefined;
-        // Independent of each other: sent together, one round trip on the connection.
-        await Promise.all([
-          tx.insert(orderItems).values(
-            order.items.map((item, position) => ({
-              orderId: order.id,
-              position,
-              productId: item.productId,
-              sku: item.sku,
-              name: item.name,
-              quantity: item.quantity,
-              unitPriceMinor: item.unitPrice.amountMinor,
-              lineTotalMinor: item.lineTotal.amountMinor,
-            })),
-          ),
-          tx.insert(orderTimeline).values({ orderId: order.id, ...order.placed }),
-          publish(OrderPlacedSchema, orderPlacedEvent(order), order.id),
-        ]);
-        const { paymentToken: _secret, ...head } = headOf(row);
-        // now() is the transaction's start: the entry has the order's creation time.
-        return {
-          ...head,
-          items: order.items,
-          timeline: [{ ...order.placed, time: row.createdAt }],
-        };
-      });
+      try {
+        return await bus.transaction(async (tx, publish) => {
+          // All sent at once, in this order, in one round trip. The unique (user, key) decides
+          // between identical requests racing: a second insert of the key waits for the first
+          // to commit, then fails, and its whole transaction (items, entry, event) rolls back.
+          const [[row]] = await Promise.all([
+            tx
+              .insert(orders)
+              .values({
+                id: order.id,
+                userId: order.userId,
+                idempotencyKey: order.idempotencyKey,
+                requestFingerprint: order.requestFingerprint,
+                status: "PENDING",
+                currency: order.total.currencyCode,
+                totalMinor: order.total.amountMinor,
+                paymentToken: order.paymentToken,
+                traceId: order.traceId,
+              })
+              .returning(),
+            tx.insert(orderItems).values(
+              order.items.map((item, position) => ({
+                orderId: order.id,
+                position,
+                productId: item.productId,
+                sku: item.sku,
+                name: item.name,
+                quantity: item.quantity,
+                unitPriceMinor: item.unitPrice.amountMinor,
+                lineTotalMinor: item.lineTotal.amountMinor,
+              })),
+            ),
+            tx.insert(orderTimeline).values({ orderId: order.id, ...order.placed }),
+            publish(OrderPlacedSchema, orderPlacedEvent(order), order.id),
+          ]);
+          const { paymentToken: _secret, ...head } = headOf(row!);
+          // now() is the transaction's start: the entry has the order's creation time.
+          return {
+            ...head,
+            items: order.items,
+            timeline: [{ ...order.placed, time: row!.createdAt }],
+          };
+        });
+      } catch (error) {
+        if (isUniqueViolation(error, "orders_user_idempotency_key_unique")) return undefined;
+        throw error;
+      }
     },
 
     async list(scope, after, limit) {
