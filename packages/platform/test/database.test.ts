@@ -15,17 +15,23 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
+/** A fresh test database with the fixture's migrations applied; dropped after the file. */
+async function migratedDatabase(name: string) {
+  const testDb = await createTestDatabase(name);
+  cleanups.push(testDb.drop);
+  const database = await openDatabase({
+    url: testDb.url,
+    schema: { deliveries },
+    migrationsFolder,
+  });
+  cleanups.push(database.close);
+  await database.migrate();
+  return database;
+}
+
 describe("database", () => {
   it("recognises unique violations through drizzle's error wrapper", async () => {
-    const testDb = await createTestDatabase("platform_unique");
-    cleanups.push(testDb.drop);
-    const database = await openDatabase({
-      url: testDb.url,
-      schema: { deliveries },
-      migrationsFolder,
-    });
-    cleanups.push(database.close);
-    await database.migrate();
+    const database = await migratedDatabase("platform_unique");
     await database.db.insert(deliveries).values({ eventId: "e1", type: "t" });
     const error = await database.db
       .insert(deliveries)
@@ -57,15 +63,7 @@ describe("database", () => {
   });
 
   it("commits a transaction, rolls back a failed one, and nests as savepoints", async () => {
-    const testDb = await createTestDatabase("platform_transactions");
-    cleanups.push(testDb.drop);
-    const database = await openDatabase({
-      url: testDb.url,
-      schema: { deliveries },
-      migrationsFolder,
-    });
-    cleanups.push(database.close);
-    await database.migrate();
+    const database = await migratedDatabase("platform_transactions");
     const { db } = database;
     const ids = async () =>
       (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
@@ -102,15 +100,7 @@ describe("database", () => {
   });
 
   it.skipIf(!realPostgres)("runs each transaction on a connection of its own", async () => {
-    const testDb = await createTestDatabase("platform_isolation");
-    cleanups.push(testDb.drop);
-    const database = await openDatabase({
-      url: testDb.url,
-      schema: { deliveries },
-      migrationsFolder,
-    });
-    cleanups.push(database.close);
-    await database.migrate();
+    const database = await migratedDatabase("platform_isolation");
     const { db } = database;
     const ids = async () => (await db.select().from(deliveries)).map((r) => r.eventId);
     // One's uncommitted row is not the other's.

@@ -1,4 +1,4 @@
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import type { AppDatabase } from "../database.js";
 import type { Logger } from "../logger.js";
 import { rowsOf } from "./relay.js";
@@ -22,40 +22,35 @@ export async function pruneEvents(
   keepHours: number,
   chunk = 1000,
 ): Promise<Pruned> {
-  const pruned: Pruned = { events: 0, inbox: 0 };
   const cutoff = sql`now() - make_interval(hours => ${keepHours})`;
-  for (;;) {
-    const [row] = rowsOf<{ n: number }>(
-      await db.execute(sql`
-        with gone as (
-          delete from outbox_events where id in (
-            select id from outbox_events e
-             where e.created_at < ${cutoff}
-               and not exists (select 1 from outbox_deliveries d
-                                where d.event_id = e.id and d.status <> 'delivered')
-             limit ${chunk}
-               for update skip locked)
-          returning 1)
-        select count(*)::int as n from gone`),
-    );
-    pruned.events += row?.n ?? 0;
-    if ((row?.n ?? 0) < chunk) break;
-  }
-  for (;;) {
-    const [row] = rowsOf<{ n: number }>(
-      await db.execute(sql`
-        with gone as (
-          delete from inbox where event_id in (
-            select event_id from inbox where handled_at < ${cutoff}
-             limit ${chunk}
-               for update skip locked)
-          returning 1)
-        select count(*)::int as n from gone`),
-    );
-    pruned.inbox += row?.n ?? 0;
-    if ((row?.n ?? 0) < chunk) break;
-  }
-  return pruned;
+  /** Runs a DELETE … RETURNING 1 of at most `chunk` rows until one deletes fewer. */
+  const deleteAll = async (chunkDelete: SQL) => {
+    let total = 0;
+    for (;;) {
+      const [row] = rowsOf<{ n: number }>(
+        await db.execute(sql`with gone as (${chunkDelete}) select count(*)::int as n from gone`),
+      );
+      total += row?.n ?? 0;
+      if ((row?.n ?? 0) < chunk) return total;
+    }
+  };
+  return {
+    events: await deleteAll(sql`
+      delete from outbox_events where id in (
+        select id from outbox_events e
+         where e.created_at < ${cutoff}
+           and not exists (select 1 from outbox_deliveries d
+                            where d.event_id = e.id and d.status <> 'delivered')
+         limit ${chunk}
+           for update skip locked)
+      returning 1`),
+    inbox: await deleteAll(sql`
+      delete from inbox where event_id in (
+        select event_id from inbox where handled_at < ${cutoff}
+         limit ${chunk}
+           for update skip locked)
+      returning 1`),
+  };
 }
 
 export interface PruningOptions {
