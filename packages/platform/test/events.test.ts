@@ -1,6 +1,6 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { DeliverRequestSchema, EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -8,11 +8,13 @@ import { freePort } from "../../../test/system/processes.js";
 import {
   contextFromHeaders,
   createEventBus,
+  createEventSink,
   createLogger,
   createRelay,
   type Database,
   type EventBus,
   listDeadDeliveries,
+  on,
   openDatabase,
   outboxDeliveries,
   pruneEvents,
@@ -23,6 +25,7 @@ import {
   startService,
 } from "../src/index.js";
 import {
+  buildEventEnvelope,
   createTestDatabase,
   eventSinkClient,
   eventually,
@@ -289,6 +292,37 @@ describe("a delivery of several events", () => {
     // The failing event took nothing down with it; it left no effect of its own.
     expect(await consumerEffects(second)).toEqual([expect.objectContaining({ quantity: 2 })]);
     expect(await consumerEffects(failing)).toEqual([]);
+  });
+
+  it("applies events about one subject in order, those about others alongside", async () => {
+    const bus = createEventBus({
+      source: "consumer",
+      db: producer.db,
+      subscriptions: new Map(),
+      produces: [],
+    });
+    const steps: string[] = [];
+    const sink = createEventSink(
+      bus,
+      [
+        on(OrderPlacedSchema, async (placed) => {
+          steps.push(`start ${placed.orderId}`);
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          steps.push(`end ${placed.orderId}`);
+        }),
+      ],
+      { logger },
+    );
+    const event = (subject: string, orderId: string) =>
+      buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "producer", subject });
+    const response = await sink.deliver(
+      create(DeliverRequestSchema, {
+        events: [event("a", "a1"), event("a", "a2"), event("b", "b1")],
+      }),
+      {} as never,
+    );
+    expect(response.results?.map((r) => r.error)).toEqual([undefined, undefined, undefined]);
+    expect(steps).toEqual(["start a1", "start b1", "end a1", "start a2", "end b1", "end a2"]);
   });
 
   it("is refused as a whole when one event is malformed", async () => {

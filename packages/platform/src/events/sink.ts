@@ -60,8 +60,9 @@ interface Applicable {
  * mesh retrying) finds it there and changes nothing.
  *
  * The events of one request are applied in one transaction (one commit for a relay's whole
- * backlog). If that fails, they are applied one by one, each in its own transaction, so an
- * event that cannot be applied fails alone and the others still go through.
+ * backlog): those about one subject in order, the others alongside. If that fails, they are
+ * applied one by one, each in its own transaction, so an event that cannot be applied fails
+ * alone and the others still go through.
  */
 export function createEventSink(
   bus: EventBus,
@@ -94,17 +95,27 @@ export function createEventSink(
       ]);
       // Postgres answers uuids in lower case; a sender may have written them in upper case.
       const fresh = new Set(recorded.map((row) => row.eventId.toLowerCase()));
-      const duplicates: boolean[] = [];
-      for (const { event, handler, data } of events) {
-        // The same id twice in one request is applied once, too.
-        const duplicate = !fresh.delete(event.id.toLowerCase());
-        duplicates.push(duplicate);
-        if (duplicate) continue;
-        // Each event's log lines, timeline entries and follow-up events carry its own trace.
-        await runWithContext(contextOfEvent(event), () =>
-          handler.handle(data, { tx, publish, event }),
-        );
-      }
+      // The same id twice in one request is applied once, too.
+      const duplicates = events.map(({ event }) => !fresh.delete(event.id.toLowerCase()));
+      // Events about one subject are applied in order; those about different subjects do not
+      // depend on each other, so their handlers run at once and their statements share round
+      // trips on the transaction's connection.
+      const bySubject = new Map<string, Applicable[]>();
+      events.forEach((item, i) => {
+        if (duplicates[i]) return;
+        const key = item.event.subject || item.event.id;
+        bySubject.set(key, [...(bySubject.get(key) ?? []), item]);
+      });
+      await Promise.all(
+        [...bySubject.values()].map(async (sameSubject) => {
+          for (const { event, handler, data } of sameSubject) {
+            // Each event's log lines, timeline entries and follow-up events carry its trace.
+            await runWithContext(contextOfEvent(event), () =>
+              handler.handle(data, { tx, publish, event }),
+            );
+          }
+        }),
+      );
       return duplicates;
     });
 
