@@ -23,6 +23,7 @@ import {
   rowsOf,
   runWithContext,
   startService,
+  unavailable,
 } from "../src/index.js";
 import {
   buildEventEnvelope,
@@ -323,6 +324,47 @@ describe("a delivery of several events", () => {
     );
     expect(response.results?.map((r) => r.error)).toEqual([undefined, undefined, undefined]);
     expect(steps).toEqual(["start a1", "start b1", "end a1", "start a2", "end b1", "end a2"]);
+  });
+
+  it("lets every handler of a failed batch finish before the events are retried alone", async () => {
+    const bus = createEventBus({
+      source: "consumer",
+      db: producer.db,
+      subscriptions: new Map(),
+      produces: [],
+    });
+    const sink = createEventSink(
+      bus,
+      [
+        on(OrderPlacedSchema, async (placed, { tx, event }) => {
+          if (placed.orderId === "fails") throw unavailable("not now");
+          // Still working, on the transaction, when the other handler has already failed.
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          await tx
+            .insert(effects)
+            .values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
+        }),
+      ],
+      { logger },
+    );
+    const orderId = crypto.randomUUID();
+    const slow = buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "p", subject: "s" });
+    const failing = buildEventEnvelope(
+      OrderPlacedSchema,
+      { orderId: "fails" },
+      { source: "p", subject: "f" },
+    );
+    const response = await sink.deliver(
+      create(DeliverRequestSchema, { events: [slow, failing] }),
+      {} as never,
+    );
+    expect(response.results).toMatchObject([
+      { eventId: slow.id, duplicate: false },
+      { eventId: failing.id, error: { code: "unavailable" } },
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const rows = await producer.db.select().from(effects).where(eq(effects.orderId, orderId));
+    expect(rows).toHaveLength(1);
   });
 
   it("is refused as a whole when one event is malformed", async () => {

@@ -106,7 +106,7 @@ export function createEventSink(
         const key = item.event.subject || item.event.id;
         bySubject.set(key, [...(bySubject.get(key) ?? []), item]);
       });
-      await Promise.all(
+      const settled = await Promise.allSettled(
         [...bySubject.values()].map(async (sameSubject) => {
           for (const { event, handler, data } of sameSubject) {
             // Each event's log lines, timeline entries and follow-up events carry its trace.
@@ -116,6 +116,9 @@ export function createEventSink(
           }
         }),
       );
+      // Only once every handler has stopped using the transaction may it end.
+      const failed = settled.find((outcome) => outcome.status === "rejected");
+      if (failed) throw failed.reason;
       return duplicates;
     });
 
