@@ -12,13 +12,13 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
-import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connectPostgres } from "@thinmesh/platform";
 import { checkInvariants, settle, snapshotStock } from "../mesh/local/dist/invariants.js";
 import { devAdmin, startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
+import { freePort } from "./ports.js";
 
 const { values } = parseArgs({
   options: {
@@ -43,13 +43,6 @@ const serverUrl =
 const root = join(import.meta.dirname, "..");
 const prefix = `bench_orders_${randomBytes(3).toString("hex")}`;
 
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 const percentile = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 

@@ -1,6 +1,10 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { DeliverRequestSchema, EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import {
+  DeliverRequestSchema,
+  type Event,
+  EventSchema,
+} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -295,69 +299,48 @@ describe("a delivery of several events", () => {
     expect(await consumerEffects(failing)).toEqual([]);
   });
 
-  it("applies events about one subject in order, those about others alongside", async () => {
+  /** An event sink in this process over the producer's database, called directly. */
+  function inProcessSink(handle: Parameters<typeof on<typeof OrderPlacedSchema>>[1]) {
     const bus = createEventBus({
       source: "consumer",
       db: producer.db,
       subscriptions: new Map(),
       produces: [],
     });
+    const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], { logger });
+    return async (events: Event[]) =>
+      sink.deliver(create(DeliverRequestSchema, { events }), {} as never);
+  }
+  const placedAbout = (subject: string, orderId: string) =>
+    buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "producer", subject });
+
+  it("applies events about one subject in order, those about others alongside", async () => {
     const steps: string[] = [];
-    const sink = createEventSink(
-      bus,
-      [
-        on(OrderPlacedSchema, async (placed) => {
-          steps.push(`start ${placed.orderId}`);
-          await new Promise((resolve) => setTimeout(resolve, 30));
-          steps.push(`end ${placed.orderId}`);
-        }),
-      ],
-      { logger },
-    );
-    const event = (subject: string, orderId: string) =>
-      buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "producer", subject });
-    const response = await sink.deliver(
-      create(DeliverRequestSchema, {
-        events: [event("a", "a1"), event("a", "a2"), event("b", "b1")],
-      }),
-      {} as never,
-    );
+    const deliver = inProcessSink(async (placed) => {
+      steps.push(`start ${placed.orderId}`);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      steps.push(`end ${placed.orderId}`);
+    });
+    const response = await deliver([
+      placedAbout("a", "a1"),
+      placedAbout("a", "a2"),
+      placedAbout("b", "b1"),
+    ]);
     expect(response.results?.map((r) => r.error)).toEqual([undefined, undefined, undefined]);
     expect(steps).toEqual(["start a1", "start b1", "end a1", "start a2", "end b1", "end a2"]);
   });
 
   it("lets every handler of a failed batch finish before the events are retried alone", async () => {
-    const bus = createEventBus({
-      source: "consumer",
-      db: producer.db,
-      subscriptions: new Map(),
-      produces: [],
+    const deliver = inProcessSink(async (placed, { tx, event }) => {
+      if (placed.orderId === "fails") throw unavailable("not now");
+      // Still working, on the transaction, when the other handler has already failed.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await tx.insert(effects).values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
     });
-    const sink = createEventSink(
-      bus,
-      [
-        on(OrderPlacedSchema, async (placed, { tx, event }) => {
-          if (placed.orderId === "fails") throw unavailable("not now");
-          // Still working, on the transaction, when the other handler has already failed.
-          await new Promise((resolve) => setTimeout(resolve, 50));
-          await tx
-            .insert(effects)
-            .values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
-        }),
-      ],
-      { logger },
-    );
     const orderId = crypto.randomUUID();
-    const slow = buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "p", subject: "s" });
-    const failing = buildEventEnvelope(
-      OrderPlacedSchema,
-      { orderId: "fails" },
-      { source: "p", subject: "f" },
-    );
-    const response = await sink.deliver(
-      create(DeliverRequestSchema, { events: [slow, failing] }),
-      {} as never,
-    );
+    const slow = placedAbout("s", orderId);
+    const failing = placedAbout("f", "fails");
+    const response = await deliver([slow, failing]);
     expect(response.results).toMatchObject([
       { eventId: slow.id, duplicate: false },
       { eventId: failing.id, error: { code: "unavailable" } },
