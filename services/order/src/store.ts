@@ -6,6 +6,7 @@ import {
   type Executor,
   isUniqueViolation,
   type Publish,
+  tableRows,
 } from "@thinmesh/platform";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { orderItems, orders, orderTimeline, type schema } from "./db/schema.js";
@@ -33,10 +34,12 @@ export function createOrderStore(db: AppDatabase<typeof schema>, bus: EventBus):
     },
 
     async findByIdempotencyKey(userId, key) {
-      const [row] = await db
-        .select()
-        .from(orders)
-        .where(and(eq(orders.userId, userId), eq(orders.idempotencyKey, key)));
+      const [row] = tableRows(
+        orders,
+        await db.execute(
+          sql`select * from ${orders} where user_id = ${userId} and idempotency_key = ${key}`,
+        ),
+      );
       if (!row) return undefined;
       const [order] = await withDetails(db, [row]);
       return { order: order!, requestFingerprint: row.requestFingerprint };
@@ -48,36 +51,26 @@ export function createOrderStore(db: AppDatabase<typeof schema>, bus: EventBus):
           // All sent at once, in this order, in one round trip. The unique (user, key) decides
           // between identical requests racing: a second insert of the key waits for the first
           // to commit, then fails, and its whole transaction (items, entry, event) rolls back.
-          const [[row]] = await Promise.all([
-            tx
-              .insert(orders)
-              .values({
-                id: order.id,
-                userId: order.userId,
-                idempotencyKey: order.idempotencyKey,
-                requestFingerprint: order.requestFingerprint,
-                status: "PENDING",
-                currency: order.total.currencyCode,
-                totalMinor: order.total.amountMinor,
-                paymentToken: order.paymentToken,
-                traceId: order.traceId,
-              })
-              .returning(),
-            tx.insert(orderItems).values(
-              order.items.map((item, position) => ({
-                orderId: order.id,
-                position,
-                productId: item.productId,
-                sku: item.sku,
-                name: item.name,
-                quantity: item.quantity,
-                unitPriceMinor: item.unitPrice.amountMinor,
-                lineTotalMinor: item.lineTotal.amountMinor,
-              })),
-            ),
-            tx.insert(orderTimeline).values({ orderId: order.id, ...order.placed }),
+          const [inserted] = await Promise.all([
+            tx.execute(sql`
+              insert into ${orders} (id, user_id, idempotency_key, request_fingerprint, status,
+                                     currency, total_minor, payment_token, trace_id)
+              values (${order.id}, ${order.userId}, ${order.idempotencyKey},
+                      ${order.requestFingerprint}, 'PENDING', ${order.total.currencyCode},
+                      ${order.total.amountMinor.toString()}, ${order.paymentToken}, ${order.traceId})
+              returning *`),
+            tx.execute(sql`
+              insert into ${orderItems} (order_id, position, product_id, sku, name, quantity,
+                                         unit_price_minor, line_total_minor)
+              select ${order.id}::uuid, position, product_id, sku, name, quantity,
+                     unit_price_minor, line_total_minor
+                from jsonb_to_recordset(${JSON.stringify(order.items.map(itemRecord))}::jsonb)
+                  as i(position int, product_id uuid, sku text, name text, quantity int,
+                       unit_price_minor bigint, line_total_minor bigint)`),
+            appendTimeline(tx, order.id, order.placed),
             publish(OrderPlacedSchema, orderPlacedEvent(order), order.id),
           ]);
+          const [row] = tableRows(orders, inserted);
           const { paymentToken: _secret, ...head } = headOf(row!);
           // now() is the transaction's start: the entry has the order's creation time.
           return {
@@ -129,25 +122,50 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
     async advance(orderId, transition, cancelReason) {
       if (!isUuid(orderId)) return undefined;
       // Guarded by the expected status: of two events racing for one order, one moves it.
-      const [row] = await executor
-        .update(orders)
-        .set({
-          status: transition.to,
-          updatedAt: sql`now()`,
-          ...(cancelReason === undefined ? {} : { cancelReason }),
-        })
-        .where(and(eq(orders.id, orderId), eq(orders.status, transition.from)))
-        .returning();
+      const [row] = tableRows(
+        orders,
+        await executor.execute(sql`
+          update ${orders}
+             set status = ${transition.to}, updated_at = now(),
+                 cancel_reason = coalesce(${cancelReason ?? null}, cancel_reason)
+           where id = ${orderId} and status = ${transition.from}
+          returning *`),
+      );
       return row && headOf(row);
     },
 
     async appendTimeline(orderId, entry) {
-      await executor.insert(orderTimeline).values({ orderId, ...entry });
+      await appendTimeline(executor, orderId, entry);
     },
 
     publish: (followUp) => publishFollowUp(publish, followUp),
   };
 }
+
+/**
+ * Not async on purpose: drizzle sends a query when it is awaited, so PlaceOrder's Promise.all
+ * sends this after the order's insert, which the entry's foreign key needs.
+ */
+function appendTimeline(
+  executor: AnyExecutor,
+  orderId: string,
+  entry: Omit<TimelineEntry, "time">,
+) {
+  return executor.execute(sql`
+    insert into ${orderTimeline} (order_id, step, status, trace_id, detail)
+    values (${orderId}, ${entry.step}, ${entry.status}, ${entry.traceId}, ${entry.detail})`);
+}
+
+/** An item as a row of the JSON that PlaceOrder's item insert reads (bigints as strings). */
+const itemRecord = (item: OrderItem, position: number) => ({
+  position,
+  product_id: item.productId,
+  sku: item.sku,
+  name: item.name,
+  quantity: item.quantity,
+  unit_price_minor: item.unitPrice.amountMinor.toString(),
+  line_total_minor: item.lineTotal.amountMinor.toString(),
+});
 
 function headOf(row: OrderRow): OrderHead {
   return {

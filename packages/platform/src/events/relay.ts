@@ -5,7 +5,7 @@ import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v
 import { sql } from "drizzle-orm";
 import { createPeerClient } from "../client.js";
 import { contextFromHeaders, newContext, runWithContext } from "../context.js";
-import type { AppDatabase } from "../database.js";
+import { type AppDatabase, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
 import type { EventBus } from "./bus.js";
 
@@ -316,9 +316,4 @@ function split<T>(rows: T[], parts: number): T[][] {
   const batches: T[][] = [];
   for (let i = 0; i < rows.length; i += size) batches.push(rows.slice(i, i + size));
   return batches;
-}
-
-/** Rows of a raw query on either driver (postgres-js returns an array, PGlite { rows }). */
-export function rowsOf<T>(result: unknown): T[] {
-  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
 }

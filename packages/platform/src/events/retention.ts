@@ -1,7 +1,6 @@
 import { type SQL, sql } from "drizzle-orm";
-import type { AppDatabase } from "../database.js";
+import { type AppDatabase, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
-import { rowsOf } from "./relay.js";
 
 export interface Pruned {
   /** Outbox events removed (their delivery rows go with them). */

@@ -10,6 +10,7 @@ import {
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { contextFromHeaders, currentContext, runWithContext } from "../context.js";
+import { rowsOf } from "../database.js";
 import { toConnectError } from "../interceptors.js";
 import type { Logger } from "../logger.js";
 import type { AnyExecutor, EventBus, Publish } from "./bus.js";
@@ -81,20 +82,22 @@ export function createEventSink(
       const [, recorded] = await Promise.all([
         events.length > 1 &&
           tx.execute(sql`select set_config('lock_timeout', ${lockTimeout}, true)`),
-        tx
-          .insert(inbox)
-          .values(
+        tx.execute(sql`
+          insert into ${inbox} (event_id, type, source)
+          select event_id, type, source from jsonb_to_recordset(${JSON.stringify(
             events.map(({ event }) => ({
-              eventId: event.id,
+              event_id: event.id,
               type: event.type,
               source: event.source,
             })),
-          )
-          .onConflictDoNothing()
-          .returning({ eventId: inbox.eventId }),
+          )}::jsonb) as e(event_id uuid, type text, source text)
+          on conflict do nothing
+          returning event_id`),
       ]);
       // Postgres answers uuids in lower case; a sender may have written them in upper case.
-      const fresh = new Set(recorded.map((row) => row.eventId.toLowerCase()));
+      const fresh = new Set(
+        rowsOf<{ event_id: string }>(recorded).map((row) => row.event_id.toLowerCase()),
+      );
       // The same id twice in one request is applied once, too.
       const duplicates = events.map(({ event }) => !fresh.delete(event.id.toLowerCase()));
       // Events about one subject are applied in order; those about different subjects do not
