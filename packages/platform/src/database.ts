@@ -259,3 +259,11 @@ export function tableRows<T extends Table>(table: T, result: unknown): T["$infer
     return row as T["$inferSelect"];
   });
 }
+
+/**
+ * A Postgres array literal for values that need no quoting (uuids, numbers), to pass as one
+ * parameter on either driver: `id = any(${arrayLiteral(ids)}::uuid[])`.
+ */
+export function arrayLiteral(values: readonly (string | number)[]): string {
+  return `{${values.join(",")}}`;
+}

@@ -1,4 +1,10 @@
-import type { AnyExecutor, AppDatabase } from "@thinmesh/platform";
+import {
+  type AnyExecutor,
+  type AppDatabase,
+  arrayLiteral,
+  rowsOf,
+  tableRows,
+} from "@thinmesh/platform";
 import { asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { products, reservationLines, reservations, type schema } from "./db/schema.js";
 import type { NewProduct, Product, ProductStore } from "./domain/product.js";
@@ -7,6 +13,7 @@ import type {
   ReservationLine,
   ReservationStore,
   ReservationTotal,
+  StockOnHand,
 } from "./domain/reservation.js";
 
 type ProductRow = typeof products.$inferSelect;
@@ -46,8 +53,11 @@ export function createProductStore(db: AppDatabase<typeof schema>): ProductStore
     },
 
     async findByIds(ids) {
-      const rows = await db.select().from(products).where(inArray(products.id, ids));
-      return rows.map(productOf);
+      // GetProducts' query, once per PlaceOrder: raw sql (see tableRows).
+      const result = await db.execute(
+        sql`select * from ${products} where id = any(${arrayLiteral(ids)}::uuid[])`,
+      );
+      return tableRows(products, result).map(productOf);
     },
 
     async listAfterSku(afterSku, limit) {
@@ -117,32 +127,32 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
     async insertIfAbsent(orderId, status) {
       // ON CONFLICT DO NOTHING waits for a concurrent insert of the same order to commit or
       // roll back, so one transaction at a time decides for an order.
-      const rows = await tx
-        .insert(reservations)
-        .values({ orderId, status })
-        .onConflictDoNothing({ target: reservations.orderId })
-        .returning({ orderId: reservations.orderId });
-      return rows.length > 0;
+      const result = await tx.execute(sql`
+        insert into ${reservations} (order_id, status) values (${orderId}, ${status})
+        on conflict (order_id) do nothing
+        returning order_id`);
+      return rowsOf(result).length > 0;
     },
 
     async lockReservation(orderId) {
       // Sent together: a reservation's lines never change once written.
-      const [[row], lines] = await Promise.all([
-        tx.select().from(reservations).where(eq(reservations.orderId, orderId)).for("update"),
+      const [locked, lines] = await Promise.all([
+        tx.execute(sql`select * from ${reservations} where order_id = ${orderId} for update`),
         linesOf(tx, orderId),
       ]);
+      const [row] = tableRows(reservations, locked);
       return row && { ...row, lines };
     },
 
     async lockProducts(ids) {
       if (ids.length === 0) return [];
       // FOR UPDATE locks the rows in the ORDER BY's order.
-      return tx
-        .select({ id: products.id, sku: products.sku, stockAvailable: products.stockAvailable })
-        .from(products)
-        .where(inArray(products.id, ids))
-        .orderBy(asc(products.id))
-        .for("update");
+      const result = await tx.execute(sql`
+        select id, sku, stock_available as "stockAvailable" from ${products}
+         where id = any(${arrayLiteral(ids)}::uuid[])
+         order by id
+           for update`);
+      return rowsOf<StockOnHand>(result);
     },
 
     async takeStock(orderId, lines) {
@@ -150,15 +160,18 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
       // lockProducts holds the rows already, so one statement may update them in any order;
       // it goes out together with the reservation's lines. products_stock_available_not_negative
       // stays the last line of defence: a line that does not fit fails the whole transaction.
-      const ids = `{${lines.map((line) => line.productId).join(",")}}`;
-      const quantities = `{${lines.map((line) => line.quantity).join(",")}}`;
+      const ids = arrayLiteral(lines.map((line) => line.productId));
+      const quantities = arrayLiteral(lines.map((line) => line.quantity));
       await Promise.all([
         tx.execute(sql`
           update ${products} p
              set stock_available = p.stock_available - l.quantity, updated_at = now()
             from unnest(${ids}::uuid[], ${quantities}::int[]) as l(id, quantity)
            where p.id = l.id`),
-        tx.insert(reservationLines).values(lines.map((line) => ({ orderId, ...line }))),
+        tx.execute(sql`
+          insert into ${reservationLines} (order_id, product_id, quantity)
+          select ${orderId}, id, quantity
+            from unnest(${ids}::uuid[], ${quantities}::int[]) as l(id, quantity)`),
       ]);
     },
 
@@ -167,25 +180,21 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
       // locks several products does so in id order.
       const sorted = [...lines].sort((a, b) => compareIds(a.productId, b.productId));
       for (const line of sorted) {
-        await tx
-          .update(products)
-          .set({
-            stockAvailable: sql`${products.stockAvailable} + ${line.quantity}`,
-            updatedAt: sql`now()`,
-          })
-          .where(eq(products.id, line.productId));
+        await tx.execute(sql`
+          update ${products} set stock_available = stock_available + ${line.quantity},
+                                 updated_at = now()
+           where id = ${line.productId}`);
       }
     },
 
     async setStatus(orderId, status) {
-      await tx
-        .update(reservations)
-        .set({ status, updatedAt: sql`now()` })
-        .where(eq(reservations.orderId, orderId));
+      await tx.execute(sql`
+        update ${reservations} set status = ${status}, updated_at = now()
+         where order_id = ${orderId}`);
     },
 
     async deleteReservation(orderId) {
-      await tx.delete(reservations).where(eq(reservations.orderId, orderId));
+      await tx.execute(sql`delete from ${reservations} where order_id = ${orderId}`);
     },
   };
 }
@@ -196,11 +205,11 @@ const compareIds = (a: string, b: string) => {
 };
 
 async function linesOf(db: AnyExecutor, orderId: string): Promise<ReservationLine[]> {
-  return db
-    .select({ productId: reservationLines.productId, quantity: reservationLines.quantity })
-    .from(reservationLines)
-    .where(eq(reservationLines.orderId, orderId))
-    .orderBy(asc(reservationLines.productId));
+  const result = await db.execute(sql`
+    select product_id as "productId", quantity from ${reservationLines}
+     where order_id = ${orderId}
+     order by product_id`);
+  return rowsOf<ReservationLine>(result);
 }
 
 /**

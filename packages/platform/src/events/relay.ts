@@ -5,7 +5,7 @@ import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v
 import { sql } from "drizzle-orm";
 import { createPeerClient } from "../client.js";
 import { contextFromHeaders, newContext, runWithContext } from "../context.js";
-import { type AppDatabase, rowsOf } from "../database.js";
+import { type AppDatabase, arrayLiteral, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
 import type { EventBus } from "./bus.js";
 
@@ -99,7 +99,7 @@ export function createRelay(options: RelayOptions): Relay {
       ? sql`delivered as (
           update outbox_deliveries
              set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
-           where subscriber = ${subscriber} and event_id = any(${`{${delivered.join(",")}}`}::uuid[])),`
+           where subscriber = ${subscriber} and event_id = any(${arrayLiteral(delivered)}::uuid[])),`
       : sql``;
     const result = await db.execute(sql`
       with ${marking} claimed as (
