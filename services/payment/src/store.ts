@@ -1,4 +1,4 @@
-import { type Executor, rowsOf } from "@thinmesh/platform";
+import { type Executor, rowsOf, tableRows } from "@thinmesh/platform";
 import { asc, eq, sql } from "drizzle-orm";
 import { ledgerEntries, payments, type schema } from "./db/schema.js";
 import type { NewPayment, Payment, PaymentStore } from "./domain/payment.js";
@@ -13,7 +13,11 @@ type LedgerRow = typeof ledgerEntries.$inferSelect;
 export function createPaymentStore(db: Executor<typeof schema>): PaymentStore {
   return {
     async findByOrderId(orderId) {
-      const [row] = await db.select().from(payments).where(eq(payments.orderId, orderId));
+      // On every PaymentRequested: raw sql (see tableRows).
+      const [row] = tableRows(
+        payments,
+        await db.execute(sql`select * from ${payments} where order_id = ${orderId}`),
+      );
       if (!row) return undefined;
       const ledger = await db
         .select()
