@@ -1,16 +1,39 @@
 // A small Dockerfile reader and the checks every service image must pass. No Docker engine
 // is needed: the checks read the Dockerfile, the repository and .dockerignore the way
 // `docker build` would, and image.ts assembles the final image's files from them.
+//
+// Build arguments are resolved the way `docker build --build-arg NAME=value` resolves them:
+// an ARG before the first FROM is seen by FROM lines only; inside a stage a name is known from
+// its ARG (or ENV) on, until the stage ends; a --build-arg value wins over an ARG's default, and
+// an ENV over an ARG of the same name. ${NAME} is substituted where Docker substitutes it
+// (ADD, COPY and their flags, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR, ARG
+// defaults), in shell-form RUN as the shell would see it (ARGs and ENVs are its environment),
+// and never in the exec form or in CMD/ENTRYPOINT, which Docker leaves as written.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, posix } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
+/** The one Dockerfile every service image is built from (--build-arg SERVICE=<name>). */
+export const serviceDockerfilePath = join(repoRoot, "Dockerfile");
+
+/** The build arguments that select a service's image (what skaffold, Tilt and CI pass). */
+export function serviceBuildArgs(service: string): Record<string, string> {
+  return { SERVICE: service };
+}
+
+/** The service Dockerfile read with a service's build arguments (text: a variation of it). */
+export function serviceDockerfile(service: string, text?: string): Dockerfile {
+  return parseDockerfile(serviceDockerfilePath, { buildArgs: serviceBuildArgs(service), text });
+}
+
 export interface Instruction {
   keyword: string;
-  /** The arguments after the flags, as written (continuations joined). */
+  /** The arguments after the flags, build arguments substituted where Docker substitutes them. */
   args: string;
+  /** The arguments after the flags, as written (continuations joined). */
+  raw: string;
   /** Leading --flags (--from=build → { from: "build" }; repeated flags keep the last). */
   flags: Record<string, string>;
   /** Every --mount and the like, in order. */
@@ -28,15 +51,27 @@ export interface Stage {
   /** The earlier stage it starts from, if any. */
   base?: Stage;
   instructions: Instruction[];
+  /** The ARGs this stage declares, with the value each gets (undefined: none given). */
+  args: Record<string, string | undefined>;
   line: number;
 }
 
 export interface Dockerfile {
   path: string;
-  args: Record<string, string>;
+  /** The ARGs before the first FROM, with the value each gets (undefined: none given). */
+  args: Record<string, string | undefined>;
+  /** The --build-arg values it was read with. */
+  buildArgs: Record<string, string>;
   stages: Stage[];
-  /** Problems found while reading (unknown stage, unsupported syntax, …). */
+  /** Problems found while reading (unknown stage, unsupported syntax, unset ARG, …). */
   errors: string[];
+}
+
+export interface ReadOptions {
+  /** --build-arg NAME=value, as the caller passes them. */
+  buildArgs?: Record<string, string>;
+  /** The Dockerfile's text, if not the file at path. */
+  text?: string | undefined;
 }
 
 const keywords = new Set([
@@ -60,7 +95,31 @@ const keywords = new Set([
   "WORKDIR",
 ]);
 
-export function parseDockerfile(path: string, text = readFileSync(path, "utf8")): Dockerfile {
+/** The instructions whose arguments Docker itself substitutes ${NAME} in. */
+const substituted = new Set([
+  "ADD",
+  "ARG",
+  "COPY",
+  "ENV",
+  "EXPOSE",
+  "LABEL",
+  "STOPSIGNAL",
+  "USER",
+  "VOLUME",
+  "WORKDIR",
+]);
+
+/** ARGs Docker defines without an ARG instruction. */
+const predefinedArgs = new Set(
+  ["HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"].flatMap((n) => [
+    n,
+    n.toLowerCase(),
+  ]),
+);
+
+export function parseDockerfile(path: string, options: ReadOptions = {}): Dockerfile {
+  const text = options.text ?? readFileSync(path, "utf8");
+  const buildArgs = options.buildArgs ?? {};
   const errors: string[] = [];
   const logical: { text: string; line: number }[] = [];
   let current: { text: string; line: number } | undefined;
@@ -82,8 +141,14 @@ export function parseDockerfile(path: string, text = readFileSync(path, "utf8"))
   });
   if (current) logical.push({ text: current.text.trim(), line: current.line });
 
-  const args: Record<string, string> = {};
+  const globalArgs: Record<string, string | undefined> = {};
+  /** Every ARG name declared anywhere, to tell a forgotten re-declaration from a shell variable. */
+  const declaredAnywhere = new Set<string>();
   const stages: Stage[] = [];
+  /** The ENV of each stage at its end (inherited by the stages built on it). */
+  const stageEnv = new Map<Stage, Record<string, string>>();
+  let env: Record<string, string> = {};
+
   for (const { text: instructionText, line } of logical) {
     const match = instructionText.match(/^(\S+)\s*([\s\S]*)$/);
     const keyword = match?.[1]?.toUpperCase() ?? "";
@@ -95,41 +160,131 @@ export function parseDockerfile(path: string, text = readFileSync(path, "utf8"))
     if (/<<-?\s*["']?\w+/.test(rest) && (keyword === "RUN" || keyword === "COPY")) {
       errors.push(`line ${line}: heredocs are not supported by this checker`);
     }
-    const instruction: Instruction = { keyword, args: rest, flags, flagList, line };
-    const json = parseJsonArray(rest);
-    if (json) instruction.json = json;
+    const stage = stages.at(-1);
 
     if (keyword === "FROM") {
+      // FROM sees the ARGs before the first FROM, and nothing else.
       const words = rest.split(/\s+/);
-      const from = substitute(words[0] ?? "", args);
-      if (/\$/.test(from)) errors.push(`line ${line}: FROM ${words[0]}: an ARG without a value`);
+      const from = expand(words[0] ?? "", {
+        line,
+        lookup: (name) => ({ declared: name in globalArgs, value: globalArgs[name] }),
+        missing: (name, declared) =>
+          errors.push(
+            `line ${line}: FROM ${words[0]}: ${declared ? `ARG ${name} has no value` : `no ARG ${name} before the first FROM`}`,
+          ),
+        errors,
+      });
       const name = words[1]?.toUpperCase() === "AS" ? words[2] : undefined;
       const base = stages.find((s) => s.name !== undefined && s.name === from);
-      const stage: Stage = { index: stages.length, from, instructions: [], line };
-      if (name) stage.name = name;
-      if (base) stage.base = base;
-      stages.push(stage);
+      const next: Stage = { index: stages.length, from, instructions: [], args: {}, line };
+      if (name) next.name = name;
+      if (base) next.base = base;
+      stages.push(next);
+      if (stage) stageEnv.set(stage, env);
+      env = base ? { ...stageEnv.get(base) } : {};
       continue;
     }
-    const stage = stages.at(-1);
+
     if (!stage) {
       if (keyword === "ARG") {
-        const [key, value] = splitAssignment(rest);
-        if (key) args[key] = value ?? "";
+        for (const [key, fallback] of argDeclarations(rest)) {
+          const value =
+            fallback === undefined
+              ? undefined
+              : expand(fallback, {
+                  line,
+                  lookup: (n) => ({ declared: n in globalArgs, value: globalArgs[n] }),
+                  missing: () => {},
+                  errors,
+                });
+          globalArgs[key] = buildArgs[key] ?? value;
+          declaredAnywhere.add(key);
+        }
       } else {
         errors.push(`line ${line}: ${keyword} before the first FROM`);
       }
       continue;
     }
+
+    // Inside a stage: ENV first, then the stage's own ARGs.
+    const lookup = (name: string) =>
+      name in env
+        ? { declared: true, value: env[name] }
+        : { declared: name in stage.args, value: stage.args[name] };
+    const unset = (name: string, declared: boolean) => {
+      if (declared) {
+        errors.push(
+          `line ${line}: \${${name}} is empty: ARG ${name} has no value (pass --build-arg ${name}=…)`,
+        );
+      } else if (declaredAnywhere.has(name) || name in buildArgs) {
+        errors.push(
+          `line ${line}: \${${name}} is not declared in this stage, so Docker makes it empty: add ARG ${name} after its FROM (an ARG's scope ends with its stage; one before the first FROM reaches only FROM lines)`,
+        );
+      } else {
+        errors.push(`line ${line}: \${${name}} is not set here (no ARG or ENV ${name})`);
+      }
+    };
+
+    let args = rest;
+    const json = parseJsonArray(rest);
+    if (substituted.has(keyword)) {
+      args = expand(rest, { line, lookup, missing: unset, errors });
+      for (const [i, [key, value]] of flagList.entries()) {
+        const expanded = expand(value, { line, lookup, missing: unset, errors });
+        flagList[i] = [key, expanded];
+        flags[key] = expanded;
+      }
+    } else if (keyword === "RUN" && !json) {
+      // The shell expands the rest at build time, with the ARGs and ENVs as its environment:
+      // a name the stage does not know may be the shell's own variable, so it stays as written,
+      // unless it is an ARG of another scope (a forgotten re-declaration).
+      args = expand(rest, {
+        line,
+        lookup,
+        missing: (name, declared) => {
+          if (declared || declaredAnywhere.has(name) || name in buildArgs) unset(name, declared);
+        },
+        keepUnknown: (name) => !lookup(name).declared,
+        errors,
+      });
+    }
+
+    const instruction: Instruction = { keyword, args, raw: rest, flags, flagList, line };
+    const parsed = substituted.has(keyword) ? parseJsonArray(args) : json;
+    if (parsed) instruction.json = parsed;
     stage.instructions.push(instruction);
+
+    if (keyword === "ARG") {
+      for (const [key, fallback] of argDeclarations(args)) {
+        stage.args[key] = buildArgs[key] ?? fallback ?? globalArgs[key];
+        declaredAnywhere.add(key);
+      }
+    }
+    if (keyword === "ENV") Object.assign(env, parseEnv(args));
     if (keyword === "COPY" || keyword === "ADD") {
-      const from = flags.from;
+      const from = instruction.flags.from;
       if (from !== undefined && !/[/:]/.test(from) && !stages.some((s) => s.name === from)) {
         if (!/^\d+$/.test(from)) errors.push(`line ${line}: COPY --from=${from}: no such stage`);
       }
     }
   }
-  return { path, args, stages, errors };
+
+  for (const name of Object.keys(buildArgs)) {
+    if (!declaredAnywhere.has(name) && !predefinedArgs.has(name)) {
+      errors.push(
+        `--build-arg ${name}: no ARG ${name} in the Dockerfile (Docker warns that it is not consumed)`,
+      );
+    }
+  }
+  return { path, args: globalArgs, buildArgs, stages, errors: [...new Set(errors)] };
+}
+
+/** ARG A=1 B → [["A", "1"], ["B", undefined]] (defaults as written, not yet substituted). */
+function argDeclarations(text: string): [string, string | undefined][] {
+  return words(text).flatMap((word) => {
+    const [key, value] = splitAssignment(word);
+    return key ? [[key, value] as [string, string | undefined]] : [];
+  });
 }
 
 function splitFlags(text: string) {
@@ -165,16 +320,81 @@ function splitAssignment(text: string): [string | undefined, string | undefined]
 const unquote = (value: string) =>
   value.replace(/^"([\s\S]*)"$/, "$1").replace(/^'([\s\S]*)'$/, "$1");
 
-function substitute(text: string, args: Record<string, string>): string {
-  return text.replace(/\$\{(\w+)(?::?-([^}]*))?\}|\$(\w+)/g, (whole, braced, fallback, bare) => {
-    const name = braced ?? bare;
-    return args[name] || fallback || (args[name] === undefined ? whole : "");
+interface Expansion {
+  line: number;
+  /** Whether the name is declared here, and its value (undefined: declared without one). */
+  lookup: (name: string) => { declared: boolean; value: string | undefined };
+  /** Called for a name that expands to nothing without a fallback of its own. */
+  missing: (name: string, declared: boolean) => void;
+  /** Names to leave as written (a shell variable in RUN). */
+  keepUnknown?: (name: string) => boolean;
+  errors: string[];
+}
+
+/**
+ * Docker's substitution: $NAME and ${NAME}, with ${NAME:-word}, ${NAME-word}, ${NAME:+word}
+ * and ${NAME+word}; nothing inside single quotes; \$ is a literal $.
+ */
+export function expand(text: string, options: Expansion): string {
+  const pattern = /\\\$|'[^']*'|\$\{(\w+)(?:(:?[-+])([^}]*))?\}|\$\{([^}]*)\}|\$(\w+)/g;
+  return text.replace(pattern, (whole, braced, operator, word, other, bare) => {
+    if (whole === "\\$") return options.keepUnknown ? whole : "$";
+    if (whole.startsWith("'")) return whole;
+    if (other !== undefined) {
+      options.errors.push(
+        `line ${options.line}: \${${other}}: only \${NAME}, \${NAME:-word} and \${NAME:+word} are supported by this checker`,
+      );
+      return whole;
+    }
+    const name: string = braced ?? bare;
+    const { declared, value } = options.lookup(name);
+    const set = value !== undefined;
+    const nonEmpty = set && value !== "";
+    switch (operator) {
+      case ":-":
+        return nonEmpty ? value : word;
+      case "-":
+        return set ? value : word;
+      case ":+":
+        return nonEmpty ? word : "";
+      case "+":
+        return set ? word : "";
+    }
+    if (set) return value;
+    if (options.keepUnknown?.(name)) {
+      options.missing(name, declared);
+      return whole;
+    }
+    options.missing(name, declared);
+    return "";
   });
 }
 
-/** Shell-style words of a COPY/ADD in its shell form (simple quotes honoured). */
+/** Shell-style words (quotes group and are removed, a backslash escapes the next character). */
 export function words(text: string): string[] {
-  return [...text.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
+  const result: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote) {
+      if (c === quote) quote = undefined;
+      else if (c === "\\" && quote === '"' && i + 1 < text.length) word += text[++i]!;
+      else word += c;
+    } else if (/\s/.test(c)) {
+      if (word !== undefined) result.push(word);
+      word = undefined;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+      word ??= "";
+    } else if (c === "\\" && i + 1 < text.length) {
+      word = (word ?? "") + text[++i]!;
+    } else {
+      word = (word ?? "") + c;
+    }
+  }
+  if (word !== undefined) result.push(word);
+  return result;
 }
 
 /** The stage and the stages it starts from, first the oldest. */
@@ -192,6 +412,7 @@ export interface ImageConfig {
   shellForm: string[];
   cmd?: string[];
   exposed: string[];
+  labels: Record<string, string>;
   /** The image at the bottom of the chain (entrypoint and user may come from there). */
   baseImage: string;
 }
@@ -203,6 +424,7 @@ export function imageConfig(stage: Stage): ImageConfig {
     env: {},
     shellForm: [],
     exposed: [],
+    labels: {},
     baseImage: stages[0]!.from,
   };
   for (const s of stages) {
@@ -211,6 +433,7 @@ export function imageConfig(stage: Stage): ImageConfig {
       if (keyword === "USER") config.user = args.trim();
       if (keyword === "WORKDIR") config.workdir = posix.resolve(config.workdir, args.trim());
       if (keyword === "ENV") Object.assign(config.env, parseEnv(args));
+      if (keyword === "LABEL") Object.assign(config.labels, parseEnv(args));
       if (keyword === "EXPOSE") config.exposed.push(...args.split(/\s+/).filter(Boolean));
       if (keyword === "ENTRYPOINT" || keyword === "CMD") {
         if (!json) config.shellForm.push(`${keyword} ${args}`);
@@ -268,7 +491,8 @@ export function parseIgnoreRules(text: string): IgnoreRule[] {
     });
 }
 
-function patternRegex(pattern: string): RegExp {
+/** A .dockerignore pattern (or a shell glob: *, ?, [...]) as a regular expression. */
+export function patternRegex(pattern: string): RegExp {
   let source = "";
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i]!;
@@ -384,9 +608,16 @@ export function checkDockerfile(dockerfile: Dockerfile, options: CheckOptions): 
   if (!config.exposed.some((port) => port.replace(/\/tcp$/, "") === "8080")) {
     problems.push(`${at} does not EXPOSE 8080 (the services' one port in the cluster)`);
   }
-  if (config.workdir !== "/app") {
+  const serviceDir = `/app/services/${options.service}`;
+  if (config.workdir !== serviceDir) {
     problems.push(
-      `${at}: WORKDIR is ${config.workdir}; the layout under /app mirrors the repository`,
+      `${at}: WORKDIR is ${config.workdir || "empty"}; run from the service's folder ${serviceDir} (the layout under /app mirrors the repository)`,
+    );
+  }
+  const title = config.labels["org.opencontainers.image.title"];
+  if (title !== `thinmesh-${options.service}`) {
+    problems.push(
+      `${at}: the label org.opencontainers.image.title is ${JSON.stringify(title)}; name the service: thinmesh-${options.service}`,
     );
   }
 
@@ -425,6 +656,10 @@ export function checkDockerfile(dockerfile: Dockerfile, options: CheckOptions): 
       if (inRepo.startsWith("..") || !existsSync(join(root, inRepo))) {
         problems.push(
           `${at}: CMD runs ${script}, which ${inRepo.startsWith("..") ? "is outside /app" : `is not there after npm run build (${inRepo})`}`,
+        );
+      } else if (!inRepo.startsWith(`services/${options.service}/dist/`)) {
+        problems.push(
+          `${at}: CMD runs ${inRepo}, not the ${options.service} service's compiled code (services/${options.service}/dist/)`,
         );
       }
     }
@@ -616,10 +851,13 @@ export function workspaceClosure(workspace: string, root = repoRoot): string[] {
   return [...seen];
 }
 
-/** The services that ship an image: services/<name>/Dockerfile. */
+/**
+ * The services that ship an image: every workspace under services/ (a folder with a
+ * package.json), each built from the one Dockerfile with --build-arg SERVICE=<name>.
+ */
 export function servicesWithImages(root = repoRoot): string[] {
   return readdirSync(join(root, "services"), { withFileTypes: true })
-    .filter((e) => e.isDirectory() && existsSync(join(root, "services", e.name, "Dockerfile")))
+    .filter((e) => e.isDirectory() && existsSync(join(root, "services", e.name, "package.json")))
     .map((e) => e.name)
     .sort();
 }

@@ -1,8 +1,9 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, posix } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   checkDockerfile,
+  contextFiles,
   imageArgv,
   imageConfig,
   isIgnored,
@@ -10,38 +11,40 @@ import {
   parseIgnoreRules,
   readDockerignore,
   repoRoot,
+  serviceBuildArgs,
+  serviceDockerfile,
+  serviceDockerfilePath,
   servicesWithImages,
 } from "./dockerfile.js";
+import { imageContentProblems, stageFilesystem } from "./image.js";
 
 const services = servicesWithImages();
-const dockerfilePath = (service: string) => join(repoRoot, "services", service, "Dockerfile");
 const fixture = (name: string) => join(repoRoot, "test/images/fixtures", name);
 
 describe("every service has an image", () => {
-  it("has a Dockerfile in each service folder", () => {
-    const withCode = readdirSync(join(repoRoot, "services"), { withFileTypes: true })
-      .filter(
-        (e) => e.isDirectory() && existsSync(join(repoRoot, "services", e.name, "package.json")),
-      )
-      .map((e) => e.name)
-      .sort();
-    expect(withCode.length).toBeGreaterThan(0);
-    expect(services).toEqual(withCode);
+  it("builds each folder under services/ with a package.json from the one Dockerfile", () => {
+    expect(existsSync(serviceDockerfilePath)).toBe(true);
+    expect(services).toEqual(expect.arrayContaining(["auth", "catalog", "order", "payment"]));
   });
 });
 
-describe.each(services)("services/%s/Dockerfile", (service) => {
-  const dockerfile = parseDockerfile(dockerfilePath(service));
+describe.each(services)("the Dockerfile with --build-arg SERVICE=%s", (service) => {
+  const dockerfile = serviceDockerfile(service);
 
   it("passes every image check", () => {
+    expect(dockerfile.errors).toEqual([]);
     expect(checkDockerfile(dockerfile, { service })).toEqual([]);
   });
 
-  it("runs the service's compiled entry point with node as a non-root uid", () => {
+  it("runs the service's compiled entry point with node as a non-root uid, from its folder", () => {
     const config = imageConfig(dockerfile.stages.at(-1)!);
-    expect(imageArgv(config)).toEqual(["node", `services/${service}/dist/main.js`]);
+    expect(imageArgv(config)).toEqual(["node", "dist/main.js"]);
+    expect(config.workdir).toBe(`/app/services/${service}`);
     expect(config.user).toMatch(/^[1-9]\d*(:\d+)?$/);
-    expect(config.workdir).toBe("/app");
+    expect(config.labels).toMatchObject({
+      "org.opencontainers.image.title": `thinmesh-${service}`,
+      "org.opencontainers.image.description": `thinmesh ${service} service`,
+    });
   });
 
   it("has a dev stage for tilt up that also runs as the service's uid", () => {
@@ -49,45 +52,183 @@ describe.each(services)("services/%s/Dockerfile", (service) => {
     expect(dev, "a stage named dev (the Tiltfile builds target='dev')").toBeDefined();
     const config = imageConfig(dev!);
     expect(config.user).toBe("1000:1000");
-    expect(imageArgv(config)).toEqual(["node", "--watch", `services/${service}/dist/main.js`]);
+    expect(imageArgv(config)).toEqual(["node", "--watch", "dist/main.js"]);
+    expect(config.workdir).toBe(`/app/services/${service}`);
+  });
+
+  it("puts every run-time file of the service's folder in the image, and no source or tooling", () => {
+    const image = stageFilesystem(dockerfile, dockerfile.stages.at(-1)!);
+    const folder = `services/${service}`;
+    const runtimeFiles = contextFiles(folder, readDockerignore()).filter(
+      (file) =>
+        !/^(src|test)\/|^tsconfig.*\.json$|\.config\.ts$/.test(posix.relative(folder, file)),
+    );
+    expect(runtimeFiles).toEqual(
+      expect.arrayContaining([`${folder}/package.json`, `${folder}/drizzle/meta/_journal.json`]),
+    );
+    for (const file of runtimeFiles) {
+      expect(image.get(`/app/${file}`), file).toEqual({ kind: "file", from: file });
+    }
+    expect(image.has(`/app/${folder}/dist/main.js`)).toBe(true);
+    expect(imageContentProblems(dockerfile)).toEqual([]);
+  });
+});
+
+describe("the Dockerfile reads its build arguments the way Docker does", () => {
+  const text = [
+    "ARG BASE=node:24.21-slim",
+    "ARG NAME=global",
+    `FROM \${BASE} AS first`,
+    "RUN echo before $NAME",
+    "ARG NAME",
+    `ARG OTHER=x\${NAME}`,
+    `ENV HOMEDIR=/home/\${NAME}`,
+    `COPY \${NAME}/a \${HOMEDIR}/`,
+    `RUN echo \${NAME} $OTHER $HOME '$NAME'`,
+    `LABEL a="\${NAME:-fallback}" b="\${UNSET:-fallback}" c="\${NAME:+set}"`,
+    "WORKDIR /srv/$NAME",
+    `CMD ["echo", "\${NAME}", "$HOMEDIR"]`,
+    "FROM first AS second",
+    `WORKDIR \${HOMEDIR}/w`,
+    "ARG OTHER=y",
+    "ENV OTHER=from-env",
+    `USER \${OTHER}`,
+    "CMD echo $NAME",
+  ].join("\n");
+  const read = (buildArgs?: Record<string, string>) =>
+    parseDockerfile("args.Dockerfile", { text, buildArgs });
+  const instruction = (stage: number, keyword: string, index = 0) =>
+    read().stages[stage]!.instructions.filter((i) => i.keyword === keyword)[index]!;
+
+  it("gives a global ARG to FROM only, and to a stage that declares it again", () => {
+    const dockerfile = read();
+    expect(dockerfile.stages[0]!.from).toBe("node:24.21-slim");
+    expect(dockerfile.stages[0]!.args).toEqual({ NAME: "global", OTHER: "xglobal" });
+    expect(dockerfile.errors).toEqual([
+      expect.stringMatching(/^line 4: \$\{NAME\} is not declared in this stage.*add ARG NAME/),
+    ]);
+  });
+
+  it("substitutes in COPY, ENV, LABEL, WORKDIR and USER, and in RUN as its shell would", () => {
+    expect(instruction(0, "COPY").args).toBe("global/a /home/global/");
+    expect(instruction(0, "RUN", 1).args).toBe("echo global xglobal $HOME '$NAME'");
+    expect(imageConfig(read().stages[0]!)).toMatchObject({
+      workdir: "/srv/global",
+      env: { HOMEDIR: "/home/global" },
+      labels: { a: "global", b: "fallback", c: "set" },
+    });
+  });
+
+  it("leaves CMD as written: the exec form is not substituted, the shell form is the container's", () => {
+    expect(instruction(0, "CMD").json).toEqual(["echo", `\${NAME}`, "$HOMEDIR"]);
+    expect(instruction(1, "CMD").args).toBe("echo $NAME");
+  });
+
+  it("lets a --build-arg win over the defaults, and an ENV over an ARG", () => {
+    const dockerfile = read({ NAME: "cli", BASE: "node:22.1-slim" });
+    expect(dockerfile.stages[0]!.from).toBe("node:22.1-slim");
+    expect(dockerfile.stages[0]!.args.NAME).toBe("cli");
+    const second = imageConfig(dockerfile.stages[1]!);
+    // The ENV of the stage it starts from carries over; its ARGs do not.
+    expect(second.workdir).toBe("/home/cli/w");
+    expect(second.user).toBe("from-env");
+    expect(dockerfile.stages[1]!.args).toEqual({ OTHER: "y" });
+  });
+
+  it("reports an ARG without a value and a --build-arg nothing declares", () => {
+    expect(parseDockerfile(serviceDockerfilePath).errors).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(
+          /\$\{SERVICE\} is empty: ARG SERVICE has no value \(pass --build-arg SERVICE=/,
+        ),
+      ]),
+    );
+    const typo = parseDockerfile(serviceDockerfilePath, {
+      buildArgs: { ...serviceBuildArgs("auth"), SERVCE: "auth" },
+    });
+    expect(typo.errors).toEqual([expect.stringMatching(/--build-arg SERVCE: no ARG SERVCE/)]);
   });
 });
 
 describe("the checks fail on broken Dockerfiles", () => {
-  const check = (path: string) => checkDockerfile(parseDockerfile(path), { service: "auth" });
+  const check = (path: string) =>
+    checkDockerfile(parseDockerfile(path, { buildArgs: serviceBuildArgs("auth") }), {
+      service: "auth",
+    });
 
   it("refuses an image that runs as root", () => {
-    expect(check(fixture("user-root.Dockerfile"))).toEqual(
-      expect.arrayContaining([expect.stringMatching(/runs as root \(USER root\)/)]),
-    );
+    expect(check(fixture("user-root.Dockerfile"))).toEqual([
+      expect.stringMatching(/runs as root \(USER root\)/),
+    ]);
   });
 
   it("refuses a COPY whose source is not in the repository", () => {
-    expect(check(fixture("missing-copy.Dockerfile"))).toEqual(
-      expect.arrayContaining([
-        expect.stringMatching(/COPY services\/auth\/migrations: no such file in the repository/),
-      ]),
-    );
+    expect(check(fixture("missing-copy.Dockerfile"))).toEqual([
+      expect.stringMatching(/COPY services\/auth\/migrations: no such file in the repository/),
+    ]);
   });
 
   it("refuses a CMD that runs TypeScript through tsx", () => {
     const problems = check(fixture("tsx-cmd.Dockerfile"));
     expect(problems).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/runs TypeScript \(npx tsx services\/auth\/src\/main\.ts\)/),
+        expect.stringMatching(/runs TypeScript \(npx tsx src\/main\.ts\)/),
         expect.stringMatching(/runs "npx", not node/),
-        expect.stringMatching(/gets TypeScript sources/),
+        expect.stringMatching(/gets TypeScript sources \(services\/auth\/src\)/),
+      ]),
+    );
+    const dockerfile = parseDockerfile(fixture("tsx-cmd.Dockerfile"), {
+      buildArgs: serviceBuildArgs("auth"),
+    });
+    expect(imageContentProblems(dockerfile)).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/holds \/app\/services\/auth\/src\/main\.ts \(TypeScript source/),
       ]),
     );
   });
 
-  // Variations of the real auth Dockerfile, each breaking one rule.
-  const auth = readFileSync(dockerfilePath("auth"), "utf8");
-  const mutated = (from: string | RegExp, to: string) => {
-    const text = auth.replace(from, to);
-    expect(text, `the mutation ${from} changes the Dockerfile`).not.toBe(auth);
-    return checkDockerfile(parseDockerfile("mutated.Dockerfile", text), { service: "auth" });
+  it(`refuses a stage that uses \${SERVICE} without declaring it`, () => {
+    expect(check(fixture("arg-scope.Dockerfile"))).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(
+          /^line 15: \$\{SERVICE\} is not declared in this stage, so Docker makes it empty: add ARG SERVICE after its FROM/,
+        ),
+        expect.stringMatching(/label org\.opencontainers\.image\.title is "thinmesh-"/),
+      ]),
+    );
+  });
+
+  // Variations of the real Dockerfile read for auth, each breaking one rule.
+  const original = readFileSync(serviceDockerfilePath, "utf8");
+  const variation = (from: string | RegExp, to: string) => {
+    const text = original.replace(from, to);
+    expect(text, `the mutation ${from} changes the Dockerfile`).not.toBe(original);
+    return serviceDockerfile("auth", text);
   };
+  const mutated = (from: string | RegExp, to: string) =>
+    checkDockerfile(variation(from, to), { service: "auth" });
+
+  it("refuses an image that holds the service's sources", () => {
+    expect(
+      imageContentProblems(variation("RUN rm -rf src test tsconfig*.json *.config.ts\n", "")),
+    ).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/holds \/app\/services\/auth\/src\/main\.ts \(TypeScript source/),
+        expect.stringMatching(/holds \/app\/services\/auth\/tsconfig\.build\.json/),
+        expect.stringMatching(/holds \/app\/services\/auth\/drizzle\.config\.ts/),
+      ]),
+    );
+  });
+
+  it("refuses the image of one service checked as another's", () => {
+    expect(checkDockerfile(serviceDockerfile("catalog"), { service: "auth" })).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/WORKDIR is \/app\/services\/catalog/),
+        expect.stringMatching(/title is "thinmesh-catalog"; name the service: thinmesh-auth/),
+      ]),
+    );
+  });
+
   it.each([
     [
       "an old Node.js",
@@ -110,39 +251,53 @@ describe("the checks fail on broken Dockerfiles", () => {
     ],
     [
       "a user name",
-      /USER 1000:1000\nEXPOSE 8080\nENTRYPOINT \[\]\nCMD \["node", "services/,
-      'USER node\nEXPOSE 8080\nENTRYPOINT []\nCMD ["node", "services/',
+      /USER 1000:1000\nEXPOSE 8080\nWORKDIR \/app\/services\/\$\{SERVICE\}\nENTRYPOINT \[\]\nCMD \["node", "dist/,
+      `USER node\nEXPOSE 8080\nWORKDIR /app/services/\${SERVICE}\nENTRYPOINT []\nCMD ["node", "dist`,
       /numeric uid/,
     ],
     [
       "no USER",
-      /USER 1000:1000\nEXPOSE 8080\nENTRYPOINT \[\]\nCMD \["node", "services/,
-      'EXPOSE 8080\nENTRYPOINT []\nCMD ["node", "services/',
+      /USER 1000:1000\nEXPOSE 8080\nWORKDIR \/app\/services\/\$\{SERVICE\}\nENTRYPOINT \[\]\nCMD \["node", "dist/,
+      `EXPOSE 8080\nWORKDIR /app/services/\${SERVICE}\nENTRYPOINT []\nCMD ["node", "dist`,
       /sets no USER/,
     ],
-    [
-      "a shell-form CMD",
-      /CMD \["node", "services\/auth\/dist\/main\.js"\]/,
-      "CMD node services/auth/dist/main.js",
-      /shell form/,
-    ],
+    ["a shell-form CMD", /CMD \["node", "dist\/main\.js"\]/, "CMD node dist/main.js", /shell form/],
     [
       "an inherited entrypoint",
-      /ENTRYPOINT \[\]\nCMD \["node", "services/,
-      'CMD ["node", "services/',
+      /ENTRYPOINT \[\]\nCMD \["node", "dist/,
+      'CMD ["node", "dist',
       /inherits ENTRYPOINT/,
     ],
-    [
-      "npm start",
-      /CMD \["node", "services\/auth\/dist\/main\.js"\]/,
-      'CMD ["npm", "start", "--workspace", "services/auth"]',
-      /not node/,
-    ],
+    ["npm start", /CMD \["node", "dist\/main\.js"\]/, 'CMD ["npm", "start"]', /not node/],
     [
       "a CMD on a file the build does not make",
-      /CMD \["node", "services\/auth\/dist\/main\.js"\]/,
-      'CMD ["node", "services/auth/dist/server.js"]',
-      /not there after npm run build/,
+      /CMD \["node", "dist\/main\.js"\]/,
+      'CMD ["node", "dist/server.js"]',
+      /not there after npm run build \(services\/auth\/dist\/server\.js\)/,
+    ],
+    [
+      "a CMD on another service's code",
+      /CMD \["node", "dist\/main\.js"\]/,
+      'CMD ["node", "../catalog/dist/main.js"]',
+      /runs services\/catalog\/dist\/main\.js, not the auth service's compiled code/,
+    ],
+    [
+      "an image run from /app",
+      /USER 1000:1000\nEXPOSE 8080\nWORKDIR \/app\/services\/\$\{SERVICE\}\nENTRYPOINT \[\]\nCMD \["node", "dist/,
+      'USER 1000:1000\nEXPOSE 8080\nENTRYPOINT []\nCMD ["node", "dist',
+      /WORKDIR is \/app; run from the service's folder \/app\/services\/auth/,
+    ],
+    [
+      "a label that does not name the service",
+      `title="thinmesh-\${SERVICE}"`,
+      'title="thinmesh"',
+      /title is "thinmesh"; name the service: thinmesh-auth/,
+    ],
+    [
+      "a stage that forgets its ARG SERVICE",
+      /FROM \$\{NODE_IMAGE\} AS runtime\nARG SERVICE\n/,
+      `FROM \${NODE_IMAGE} AS runtime\n`,
+      /\$\{SERVICE\} is not declared in this stage, so Docker makes it empty: add ARG SERVICE/,
     ],
     [
       "a COPY of an ignored path",
@@ -158,21 +313,21 @@ describe("the checks fail on broken Dockerfiles", () => {
     ],
     [
       "an install of every workspace",
-      "npm ci --omit=dev --workspace services/auth",
+      `npm ci --omit=dev --workspace services/\${SERVICE}`,
       "npm ci --omit=dev",
       /install only this service's workspace/,
     ],
     [
       "a workspace missing for npm ci",
-      /COPY packages\/platform\/package\.json packages\/platform\/\nCOPY services\/auth\/package\.json services\/auth\/\n# Only/,
-      "COPY services/auth/package.json services/auth/\n# Only",
-      /without packages\/platform\/package\.json/,
+      "COPY packages/platform/package.json packages/platform/\n",
+      "",
+      /stage deps runs npm ci without packages\/platform\/package\.json \(a workspace services\/auth depends on\)/,
     ],
     ["no NODE_ENV", "ENV NODE_ENV=production\n", "", /NODE_ENV=production/],
     [
       "no EXPOSE",
-      /USER 1000:1000\nEXPOSE 8080\nENTRYPOINT \[\]\nCMD \["node", "services/,
-      'USER 1000:1000\nENTRYPOINT []\nCMD ["node", "services/',
+      /USER 1000:1000\nEXPOSE 8080\nWORKDIR \/app\/services\/\$\{SERVICE\}\nENTRYPOINT \[\]\nCMD \["node", "dist/,
+      `USER 1000:1000\nWORKDIR /app/services/\${SERVICE}\nENTRYPOINT []\nCMD ["node", "dist`,
       /EXPOSE 8080/,
     ],
   ] as [string, string | RegExp, string, RegExp][])("refuses %s", (_name, from, to, message) => {

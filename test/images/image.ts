@@ -24,6 +24,7 @@ import {
   type Instruction,
   imageArgv,
   imageConfig,
+  patternRegex,
   readDockerignore,
   repoRoot,
   type Stage,
@@ -128,7 +129,7 @@ export function lockClosure(options: NpmCiOptions, root = repoRoot): Map<string,
   return found;
 }
 
-/** The files of a stage, as far as its COPY and npm/tsc RUN instructions determine them. */
+/** The files of a stage, as far as its COPY and npm ci/tsc/rm RUN instructions determine them. */
 export function stageFilesystem(dockerfile: Dockerfile, stage: Stage, root = repoRoot): Filesystem {
   const fs: Filesystem = stage.base
     ? new Map(stageFilesystem(dockerfile, stage.base, root))
@@ -196,6 +197,20 @@ export function stageFilesystem(dockerfile: Dockerfile, stage: Stage, root = rep
   }
 
   function run(command: string, workdir: string) {
+    // rm -rf <paths or globs> (relative to WORKDIR), in any step of the command.
+    for (const step of command.split(/&&|;|\|\|/)) {
+      const [program, ...rest] = words(step);
+      if (program !== "rm") continue;
+      const targets = rest.filter((word) => !word.startsWith("-"));
+      const patterns = targets.map((target) => patternRegex(posix.resolve(workdir, target)));
+      for (const path of [...fs.keys()]) {
+        const parts = path.split("/");
+        const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join("/")).slice(1);
+        if (prefixes.some((prefix) => patterns.some((pattern) => pattern.test(prefix)))) {
+          fs.delete(path);
+        }
+      }
+    }
     if (/\bnpm ci\b/.test(command)) {
       for (const [location, entry] of lockClosure(npmCiOptions(command), root)) {
         if (!location.includes("node_modules/")) continue; // workspace directories: copied
@@ -226,6 +241,30 @@ export function stageFilesystem(dockerfile: Dockerfile, stage: Stage, root = rep
       }
     }
   }
+}
+
+/**
+ * What the final stage holds that only building or testing uses: TypeScript sources (the
+ * compiled .d.ts aside), src/ and test/ folders, tsconfig files and build info. Empty when
+ * the image holds none of it. (Installed packages are npm's business and not looked into.)
+ */
+export function imageContentProblems(dockerfile: Dockerfile, root = repoRoot): string[] {
+  const fs = stageFilesystem(dockerfile, dockerfile.stages.at(-1)!, root);
+  const problems: string[] = [];
+  for (const [path, entry] of fs) {
+    if (entry.kind !== "file") continue;
+    const name = posix.basename(path);
+    const why =
+      /\.[mc]?ts$/.test(name) && !/\.d\.[mc]?ts$/.test(name)
+        ? "TypeScript source"
+        : /(^|\/)(src|test)\//.test(path)
+          ? "a source or test folder"
+          : /^tsconfig.*\.json$|\.tsbuildinfo$/.test(name)
+            ? "build configuration"
+            : undefined;
+    if (why) problems.push(`the image holds ${path} (${why}; from ${entry.from})`);
+  }
+  return problems.sort();
 }
 
 /** A tsconfig and the tsconfigs it references, transitively. */

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTestDatabase, type TestDatabase } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseDockerfile, repoRoot, servicesWithImages } from "./dockerfile.js";
+import { serviceDockerfile, serviceDockerfilePath, servicesWithImages } from "./dockerfile.js";
 import { type AssembledImage, assembleImage, clusterEnv, snapshot } from "./image.js";
 
 /** Used when the dev overlay cannot be rendered here (no kubectl): what its ConfigMaps say. */
@@ -50,7 +50,8 @@ describe.each(servicesWithImages())("the %s image", (service) => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), `thinmesh-image-${service}-`));
-    image = assembleImage(parseDockerfile(join(repoRoot, "services", service, "Dockerfile")), dir);
+    // docker build --build-arg SERVICE=<service>: the one Dockerfile, read for this service.
+    image = assembleImage(serviceDockerfile(service), dir);
     database = await createTestDatabase(`image_${service}`);
   });
   afterAll(async () => {
@@ -142,24 +143,34 @@ describe.each(servicesWithImages())("the %s image", (service) => {
 
 describe("the assembled image", () => {
   it("holds what the Dockerfile copies and nothing else", () => {
-    const dockerfile = join(repoRoot, "services/auth/Dockerfile");
-    const text = readFileSync(dockerfile, "utf8");
-    const withoutMigrations = text.replace(
-      /^COPY services\/auth\/drizzle services\/auth\/drizzle\n(?=COPY config)/m,
+    const text = readFileSync(serviceDockerfilePath, "utf8");
+    // The runtime stage without the service's folder (its migrations, catalog's seed).
+    const withoutFolder = text.replace(
+      /^COPY --from=files \/app\/services\/\$\{SERVICE\} services\/\$\{SERVICE\}\n(?=COPY config)/m,
       "",
     );
-    expect(withoutMigrations).not.toBe(text);
+    expect(withoutFolder).not.toBe(text);
     const dirs = [0, 1].map((i) => mkdtempSync(join(tmpdir(), `thinmesh-assembly-${i}-`)));
     try {
-      assembleImage(parseDockerfile(dockerfile, text), dirs[0]!);
-      assembleImage(parseDockerfile(dockerfile, withoutMigrations), dirs[1]!);
-      const migrations = "app/services/auth/drizzle/meta/_journal.json";
-      expect(existsSync(join(dirs[0]!, migrations))).toBe(true);
-      expect(existsSync(join(dirs[1]!, migrations))).toBe(false);
-      // Sources and tests never reach the image.
-      expect(existsSync(join(dirs[0]!, "app/services/auth/src"))).toBe(false);
-      expect(existsSync(join(dirs[0]!, "app/services/auth/test"))).toBe(false);
-      expect(existsSync(join(dirs[0]!, "app/packages/platform/src"))).toBe(false);
+      assembleImage(serviceDockerfile("catalog", text), dirs[0]!);
+      assembleImage(serviceDockerfile("catalog", withoutFolder), dirs[1]!);
+      const runtimeFiles = ["drizzle/meta/_journal.json", "seed/products.json"];
+      for (const file of runtimeFiles) {
+        expect(existsSync(join(dirs[0]!, "app/services/catalog", file)), file).toBe(true);
+        expect(existsSync(join(dirs[1]!, "app/services/catalog", file)), file).toBe(false);
+      }
+      // Sources, tests and build configuration never reach the image.
+      for (const path of [
+        "app/services/catalog/src",
+        "app/services/catalog/test",
+        "app/services/catalog/tsconfig.build.json",
+        "app/services/catalog/drizzle.config.ts",
+        "app/packages/platform/src",
+      ]) {
+        expect(existsSync(join(dirs[0]!, path)), path).toBe(false);
+      }
+      // Nor does another service's code.
+      expect(existsSync(join(dirs[0]!, "app/services/auth"))).toBe(false);
     } finally {
       for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     }
