@@ -2,7 +2,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Ajv, type ValidateFunction } from "ajv";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseDockerfile, repoRoot, servicesWithImages } from "./dockerfile.js";
+import {
+  parseDockerfile,
+  repoRoot,
+  serviceBuildArgs,
+  serviceDockerfilePath,
+  servicesWithImages,
+} from "./dockerfile.js";
 import { imagesOf, type Loose, readYaml, renderOverlay } from "./manifests.js";
 
 // skaffold's published JSON schema for skaffold/v4beta14 (schemas/v4beta14.json in the
@@ -33,21 +39,32 @@ describe("skaffold.yaml", () => {
 
   it("fails the schema with an unknown or misplaced field", () => {
     const broken = structuredClone(config);
-    broken.build.artifacts[0].dockerfile = "services/auth/Dockerfile"; // belongs under docker:
+    broken.build.artifacts[0].dockerfile = "Dockerfile"; // belongs under docker:
     expect(errorsOf(broken).length).toBeGreaterThan(0);
+    const misplaced = structuredClone(config);
+    misplaced.build.artifacts[0].buildArgs = { SERVICE: "auth" }; // belongs under docker:
+    expect(errorsOf(misplaced).length).toBeGreaterThan(0);
     const typo = structuredClone(config);
     typo.portForward[0].localport = 8080;
     expect(errorsOf(typo).length).toBeGreaterThan(0);
   });
 
-  it("builds one image per service from the repository root with its Dockerfile's image stage", () => {
+  it("builds one image per service from the repository root, the Dockerfile's image stage and the service's build argument", () => {
     const artifacts: Loose[] = config.build.artifacts;
     expect(artifacts.map((a) => a.image).sort()).toEqual(services.map((s) => `thinmesh/${s}`));
     for (const artifact of artifacts) {
       const service = artifact.image.replace("thinmesh/", "");
       expect(artifact.context, artifact.image).toBe(".");
-      expect(artifact.docker.dockerfile).toBe(`services/${service}/Dockerfile`);
-      const stages = parseDockerfile(join(repoRoot, artifact.docker.dockerfile)).stages;
+      // docker.dockerfile is relative to the context (the repository root).
+      expect(join(repoRoot, artifact.context, artifact.docker.dockerfile)).toBe(
+        serviceDockerfilePath,
+      );
+      expect(artifact.docker.buildArgs, artifact.image).toEqual(serviceBuildArgs(service));
+      const dockerfile = parseDockerfile(serviceDockerfilePath, {
+        buildArgs: artifact.docker.buildArgs,
+      });
+      expect(dockerfile.errors, artifact.image).toEqual([]);
+      const stages = dockerfile.stages;
       if (artifact.docker.target !== undefined) {
         expect(artifact.docker.target, "the image stage is the Dockerfile's last").toBe(
           stages.at(-1)?.name,
