@@ -3,7 +3,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseDockerfile, repoRoot, servicesWithImages, words } from "./dockerfile.js";
+import {
+  parseDockerfile,
+  repoRoot,
+  serviceBuildArgs,
+  serviceDockerfilePath,
+  servicesWithImages,
+  words,
+} from "./dockerfile.js";
 import { type Loose, renderOverlay } from "./manifests.js";
 
 interface Call {
@@ -57,14 +64,17 @@ describe("Tiltfile", () => {
     expect(builds.map((b) => b.args[0]).sort()).toEqual(services.map((s) => `thinmesh/${s}`));
     for (const build of builds) {
       const service = build.args[0].replace("thinmesh/", "");
-      const dockerfile = `services/${service}/Dockerfile`;
       expect(build.kwargs.context).toBe(".");
-      expect(build.kwargs.dockerfile).toBe(dockerfile);
-      const parsed = parseDockerfile(join(repoRoot, dockerfile));
+      // dockerfile is relative to the Tiltfile (the repository root).
+      const dockerfile = build.kwargs.dockerfile;
+      expect(join(repoRoot, dockerfile)).toBe(serviceDockerfilePath);
+      expect(build.kwargs.build_args, service).toEqual(serviceBuildArgs(service));
+      const parsed = parseDockerfile(serviceDockerfilePath, { buildArgs: build.kwargs.build_args });
+      expect(parsed.errors, service).toEqual([]);
       expect(parsed.stages.map((s) => s.name)).toContain(build.kwargs.target);
 
-      // Everything the Dockerfile copies from the context must be inside `only`, or the build
-      // fails for lack of the file.
+      // Everything the Dockerfile copies from the context (for this service: its build
+      // argument substituted) must be inside `only`, or the build fails for lack of the file.
       const only: string[] = build.kwargs.only;
       const copied = parsed.stages
         .flatMap((s) => s.instructions)
