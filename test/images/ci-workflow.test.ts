@@ -2,7 +2,12 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseDocument } from "yaml";
-import { repoRoot, servicesWithImages } from "./dockerfile.js";
+import {
+  repoRoot,
+  serviceBuildArgs,
+  serviceDockerfilePath,
+  servicesWithImages,
+} from "./dockerfile.js";
 import type { Loose } from "./manifests.js";
 
 const file = join(repoRoot, ".github/workflows/ci.yml");
@@ -56,14 +61,21 @@ describe(".github/workflows/ci.yml", () => {
     const image = workflow.jobs.image;
     expect([...image.strategy.matrix.service].sort()).toEqual(servicesWithImages());
     const build = image.steps.find((s: Loose) => s.uses?.startsWith("docker/build-push-action"));
-    expect(build.with).toMatchObject({
-      context: ".",
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a GitHub Actions expression
-      file: "services/${{ matrix.service }}/Dockerfile",
-      push: false,
-    });
+    expect(build.with).toMatchObject({ context: ".", push: false });
+    expect(join(repoRoot, build.with.context, build.with.file)).toBe(serviceDockerfilePath);
+    // build-args: one NAME=value a line, for the matrix's service.
+    const buildArgs = Object.fromEntries(
+      String(build.with["build-args"])
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+    );
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a GitHub Actions expression
+    expect(buildArgs).toEqual(serviceBuildArgs("${{ matrix.service }}"));
     expect(runs(image)).toMatch(
       /docker run -d [^\n]*\\\n\s*--read-only --tmpfs \/tmp --cap-drop ALL/,
     );
+    // The build argument reached the image: its title label names the service.
+    expect(runs(image)).toMatch(/org\.opencontainers\.image\.title[\s\S]*= "thinmesh-\$SERVICE"/);
   });
 });
