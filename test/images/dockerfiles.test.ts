@@ -25,6 +25,10 @@ describe("every service has an image", () => {
   it("builds each folder under services/ with a package.json from the one Dockerfile", () => {
     expect(existsSync(serviceDockerfilePath)).toBe(true);
     expect(services).toEqual(expect.arrayContaining(["auth", "catalog", "order", "payment"]));
+    for (const service of services) {
+      // A Dockerfile of its own would be a second, drifting definition of the image.
+      expect(existsSync(join(repoRoot, "services", service, "Dockerfile")), service).toBe(false);
+    }
   });
 });
 
