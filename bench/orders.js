@@ -166,6 +166,7 @@ try {
     const deadline = started + durationSeconds * 1000;
     const sinceMs = Date.now();
     const cpuBefore = cpuSample();
+    const batchesBefore = await relayBatches();
     if (rate > 0) {
       // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
       const total = Math.floor(durationSeconds * rate);
@@ -208,6 +209,7 @@ try {
     const placingSeconds = (performance.now() - started) / 1000;
     await settle(urls, 120_000);
     const cpu = cpuSince(cpuBefore);
+    const batches = await relayBatches();
     const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
     const rows = await sql`
       select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
@@ -228,6 +230,12 @@ try {
       placeP99: percentile(latencies, 99),
       confirmP50: percentile(toConfirmed, 50),
       confirmP99: percentile(toConfirmed, 99),
+      eventsPerCall: Object.fromEntries(
+        Object.entries(batches).map(([lane, { sum, count }]) => {
+          const before = batchesBefore[lane] ?? { sum: 0, count: 0 };
+          return [lane, (sum - before.sum) / Math.max(1, count - before.count)];
+        }),
+      ),
       cpuPerOrder: Object.fromEntries(
         Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, confirmed)]),
       ),
@@ -260,6 +268,11 @@ try {
     const parts = Object.entries(r.cpuPerOrder).map(([name, ms]) => `${name} ${ms.toFixed(1)}`);
     console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
   }
+  console.log("\nEvents per EventSink.Deliver call (the relay's batches), by lane:");
+  for (const r of results) {
+    const parts = Object.entries(r.eventsPerCall).map(([lane, n]) => `${lane} ${n.toFixed(1)}`);
+    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
+  }
   if (results.length === 2) {
     const [direct, mesh] = results;
     console.log(
@@ -277,6 +290,21 @@ try {
   for (const name of workloadNames)
     await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
   await sql.end();
+}
+
+/** Per relay lane ("order→catalog"): events sent and calls made so far, from /metrics. */
+async function relayBatches() {
+  const lanes = {};
+  for (const [service, url] of Object.entries(shop.workloadUrls)) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const [, part, subscriber, value] of text.matchAll(
+      /^outbox_delivery_batch_events_(sum|count)\{[^}]*subscriber="([^"]+)"[^}]*\} (\S+)$/gm,
+    )) {
+      const lane = `${service}→${subscriber}`;
+      lanes[lane] = { sum: 0, count: 0, ...lanes[lane], [part]: Number(value) };
+    }
+  }
+  return lanes;
 }
 
 function os() {

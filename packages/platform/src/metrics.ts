@@ -4,6 +4,12 @@ export interface Metrics {
   registry: Registry;
   rpcHandled: Counter<"method" | "code">;
   rpcDuration: Histogram<"method">;
+  /** The relay's calls to EventSink.Deliver: events per call, by subscriber. */
+  outboxBatchEvents: Histogram<"subscriber">;
+  /** What became of each event sent: accepted, retry (will be sent again) or dead (parked). */
+  outboxDeliveries: Counter<"subscriber" | "outcome">;
+  /** Events this service received: applied, duplicate (applied before) or refused. */
+  inboxEvents: Counter<"type" | "outcome">;
 }
 
 /** A registry per service instance with Node's default metrics and RPC counters. */
@@ -24,6 +30,25 @@ export function createMetrics(service: string): Metrics {
       help: "Time to handle an RPC",
       labelNames: ["method"],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    outboxBatchEvents: new Histogram({
+      name: "outbox_delivery_batch_events",
+      help: "Events sent in one EventSink.Deliver call, by subscriber",
+      labelNames: ["subscriber"],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 500],
+      registers: [registry],
+    }),
+    outboxDeliveries: new Counter({
+      name: "outbox_deliveries_total",
+      help: "Event deliveries by subscriber and outcome (accepted, retry, dead)",
+      labelNames: ["subscriber", "outcome"],
+      registers: [registry],
+    }),
+    inboxEvents: new Counter({
+      name: "inbox_events_total",
+      help: "Events received by type and outcome (applied, duplicate, refused)",
+      labelNames: ["type", "outcome"],
       registers: [registry],
     }),
   };

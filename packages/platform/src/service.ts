@@ -143,7 +143,7 @@ export async function startService<
   let pruning: { stop(): Promise<void> } | undefined;
   try {
     parts = await definition.create({ config, logger, database, metrics, eventBus });
-    relay = parts.events && relayFor(parts.events.bus, env, config, database, logger);
+    relay = parts.events && relayFor(parts.events.bus, env, config, database, logger, metrics);
   } catch (error) {
     await database.close();
     await tracing.shutdown();
@@ -153,6 +153,7 @@ export async function startService<
   if (parts.events?.consumes?.length) {
     const sink = createEventSink(parts.events.bus, parts.events.consumes, {
       logger: logger.child({ component: "event-sink" }),
+      metrics,
     });
     rpc.push(bind(EventSinkService, sink, { deliver: "internal" }));
   }
@@ -265,6 +266,7 @@ function relayFor(
   config: BaseConfig,
   database: Database<Record<string, unknown>>,
   logger: Logger,
+  metrics: Metrics,
 ): Relay | undefined {
   const subscribers = [...new Set([...bus.routes.values()].flat())];
   if (subscribers.length === 0) return undefined;
@@ -285,6 +287,7 @@ function relayFor(
     bus,
     subscriberUrls,
     logger: logger.child({ component: "outbox-relay" }),
+    metrics,
     pollIntervalMs: config.OUTBOX_POLL_MS,
     maxAttempts: config.OUTBOX_MAX_ATTEMPTS,
     baseBackoffMs: config.OUTBOX_BASE_BACKOFF_MS,

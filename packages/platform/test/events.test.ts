@@ -14,10 +14,12 @@ import {
   createEventBus,
   createEventSink,
   createLogger,
+  createMetrics,
   createRelay,
   type Database,
   type EventBus,
   listDeadDeliveries,
+  type Metrics,
   on,
   openDatabase,
   outboxDeliveries,
@@ -300,14 +302,17 @@ describe("a delivery of several events", () => {
   });
 
   /** An event sink in this process over the producer's database, called directly. */
-  function inProcessSink(handle: Parameters<typeof on<typeof OrderPlacedSchema>>[1]) {
+  function inProcessSink(
+    handle: Parameters<typeof on<typeof OrderPlacedSchema>>[1],
+    metrics?: Metrics,
+  ) {
     const bus = createEventBus({
       source: "consumer",
       db: producer.db,
       subscriptions: new Map(),
       produces: [],
     });
-    const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], { logger });
+    const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], { logger, metrics });
     return async (events: Event[]) =>
       sink.deliver(create(DeliverRequestSchema, { events }), {} as never);
   }
@@ -350,6 +355,30 @@ describe("a delivery of several events", () => {
     expect(rows).toHaveLength(1);
   });
 
+  it("counts the events received by type and outcome", async () => {
+    const metrics = createMetrics("consumer");
+    const deliver = inProcessSink(async (placed) => {
+      if (placed.orderId === "fails") throw unavailable("not now");
+    }, metrics);
+    const applied = placedAbout("m", crypto.randomUUID());
+    const alien = { ...placedAbout("m", "x"), type: "shop.events.v1.StockReserved" };
+    await deliver([applied, { ...applied }, placedAbout("n", "fails"), alien]);
+    const counts = (await metrics.inboxEvents.get()).values.map(({ labels, value }) => [
+      labels.type,
+      labels.outcome,
+      value,
+    ]);
+    expect(counts).toEqual(
+      expect.arrayContaining([
+        [OrderPlacedSchema.typeName, "applied", 1],
+        [OrderPlacedSchema.typeName, "duplicate", 1],
+        [OrderPlacedSchema.typeName, "refused", 1],
+        ["shop.events.v1.StockReserved", "refused", 1],
+      ]),
+    );
+    expect(counts).toHaveLength(4);
+  });
+
   it("is refused as a whole when one event is malformed", async () => {
     const { bus } = producerBus({ consumer: consumer.url });
     const good = await committedEvent(bus, crypto.randomUUID(), 1);
@@ -365,9 +394,10 @@ describe("relay", () => {
   it("sends a backlog in few calls, each event once", async () => {
     const sink = await startRecordingEventSink();
     cleanups.push(() => sink.close());
+    const metrics = createMetrics("producer");
     const { bus, relay } = producerBus(
       { consumer: sink.url, slowpoke: sink.url },
-      { concurrency: 1, batchSize: 10 },
+      { concurrency: 1, batchSize: 10, metrics },
     );
     const ids: string[] = [];
     for (let i = 0; i < 25; i++) ids.push(await placeOrder(bus, crypto.randomUUID()));
@@ -385,6 +415,16 @@ describe("relay", () => {
     expect(Math.max(...sink.batches)).toBe(10);
     expect(sink.batches.length).toBeLessThanOrEqual(6);
     expect(sink.received.map((e) => e.id)).toEqual(ids);
+    // What the relay counted agrees with what the sink saw.
+    const calls = (await metrics.outboxBatchEvents.get()).values
+      .filter((v) => v.metricName === "outbox_delivery_batch_events_count")
+      .reduce((sum, v) => sum + v.value, 0);
+    expect(calls).toBe(sink.batches.length);
+    const delivered = (await metrics.outboxDeliveries.get()).values;
+    expect(delivered.map((v) => [v.labels.subscriber, v.labels.outcome, v.value]).sort()).toEqual([
+      ["consumer", "accepted", 25],
+      ["slowpoke", "accepted", 25],
+    ]);
   });
 
   it("parks only the malformed event of a call refused as a whole", async () => {

@@ -7,6 +7,7 @@ import { createPeerClient } from "../client.js";
 import { contextFromHeaders, newContext, runWithContext } from "../context.js";
 import { type AppDatabase, arrayLiteral, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { EventBus } from "./bus.js";
 
 export interface RelayOptions {
@@ -16,6 +17,8 @@ export interface RelayOptions {
   /** Base URL of each subscriber's EventSinkService (through the mesh). */
   subscriberUrls: Readonly<Record<string, string>>;
   logger: Logger;
+  /** Where to count calls and outcomes (the service's registry); none counted without. */
+  metrics?: Pick<Metrics, "outboxBatchEvents" | "outboxDeliveries"> | undefined;
   /** How often to look for due deliveries without a wake-up (other replicas' events, retries). */
   pollIntervalMs?: number;
   /** Calls to one subscriber in flight at once. */
@@ -122,6 +125,7 @@ export function createRelay(options: RelayOptions): Relay {
 
   /** One call carrying the rows' events; what became of each. */
   async function deliver(subscriber: string, rows: Claimed[]): Promise<Outcome[]> {
+    options.metrics?.outboxBatchEvents.observe({ subscriber }, rows.length);
     const events = rows.map((row) => fromBinary(EventSchema, row.envelope));
     // One event travels in its own trace (Jaeger shows the hop in the order's trace); a batch
     // gets a trace of its own, and the consumer applies each event in the event's trace.
@@ -172,11 +176,23 @@ export function createRelay(options: RelayOptions): Relay {
     });
   }
 
+  function countOutcomes(subscriber: string, outcomes: Outcome[]) {
+    const counter = options.metrics?.outboxDeliveries;
+    if (!counter) return;
+    for (const { row, error } of outcomes) {
+      const outcome = !error ? "accepted" : isDead(row, error) ? "dead" : "retry";
+      counter.inc({ subscriber, outcome });
+    }
+  }
+
+  const isDead = (row: Claimed, error: ConnectError) =>
+    row.attempts >= maxAttempts || permanentCodes.has(error.code);
+
   /** Records a lane's failed deliveries (retry later, or dead): one statement for them all. */
   async function recordFailures(subscriber: string, outcomes: Outcome[]) {
     const failed = outcomes.flatMap(({ row, error }) => {
       if (!error) return [];
-      const dead = row.attempts >= maxAttempts || permanentCodes.has(error.code);
+      const dead = isDead(row, error);
       const delay = Math.min(maxBackoffMs, baseBackoffMs * 2 ** (row.attempts - 1));
       const retryInMs = Math.round(delay * (0.5 + Math.random() / 2));
       const log = logger.child({ eventId: row.event_id, subscriber, attempts: row.attempts });
@@ -214,6 +230,7 @@ export function createRelay(options: RelayOptions): Relay {
     const takeFinished = async () => {
       const outcomes = finished;
       finished = [];
+      countOutcomes(subscriber, outcomes);
       if (outcomes.some((o) => o.error)) {
         try {
           await recordFailures(subscriber, outcomes);

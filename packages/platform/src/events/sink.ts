@@ -4,6 +4,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
   DeliveryErrorSchema,
+  type DeliveryResult,
   DeliveryResultSchema,
   type Event,
   type EventSinkService,
@@ -13,6 +14,7 @@ import { contextFromHeaders, currentContext, runWithContext } from "../context.j
 import { rowsOf } from "../database.js";
 import { toConnectError } from "../interceptors.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { AnyExecutor, EventBus, Publish } from "./bus.js";
 import { inbox } from "./schema.js";
 
@@ -40,6 +42,8 @@ export function on<Desc extends DescMessage>(
 export interface EventSinkOptions {
   /** Where unexpected handler errors and split batches are logged. */
   logger: Logger;
+  /** Where to count the events received (the service's registry); none counted without. */
+  metrics?: Pick<Metrics, "inboxEvents"> | undefined;
   /**
    * How long a transaction applying several events waits for a row lock before the batch is
    * split (its events then run one by one). Two batches can lock the same rows in opposite
@@ -134,6 +138,15 @@ export function createEventSink(
     });
   }
 
+  /** The response, the events counted by what became of them. */
+  function answer(events: Event[], results: DeliveryResult[]) {
+    results.forEach((result, i) => {
+      const outcome = result.error ? "refused" : result.duplicate ? "duplicate" : "applied";
+      options.metrics?.inboxEvents.inc({ type: events[i]!.type, outcome });
+    });
+    return { results };
+  }
+
   return {
     async deliver(request) {
       const results = request.events.map((event) =>
@@ -153,7 +166,7 @@ export function createEventSink(
           applicable.forEach(({ index }, i) => {
             results[index]!.duplicate = duplicates[i]!;
           });
-          return { results };
+          return answer(request.events, results);
         } catch (error) {
           logger.info(
             { err: error, events: applicable.length },
@@ -169,7 +182,7 @@ export function createEventSink(
           results[one.index]!.error = errorOf(error);
         }
       }
-      return { results };
+      return answer(request.events, results);
     },
   };
 }
