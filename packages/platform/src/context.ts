@@ -1,6 +1,16 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 
+/** Zipkin's B3 headers (single and multi), which Envoy's Zipkin tracer reads and writes. */
+export const b3Headers = [
+  "b3",
+  "x-b3-traceid",
+  "x-b3-spanid",
+  "x-b3-parentspanid",
+  "x-b3-sampled",
+  "x-b3-flags",
+] as const;
+
 /**
  * Headers that carry one transaction's identity across hops. The sidecars (or mesh/local)
  * create spans from them; a service only has to pass them on unchanged to every call it makes
@@ -10,12 +20,7 @@ export const propagatedHeaders = [
   "x-request-id",
   "traceparent",
   "tracestate",
-  "b3",
-  "x-b3-traceid",
-  "x-b3-spanid",
-  "x-b3-parentspanid",
-  "x-b3-sampled",
-  "x-b3-flags",
+  ...b3Headers,
 ] as const;
 
 export interface RequestContext {

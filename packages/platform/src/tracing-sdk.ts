@@ -41,6 +41,7 @@ import {
 } from "@opentelemetry/semantic-conventions";
 import { procedurePath } from "./access.js";
 import {
+  b3Headers,
   contextFromHeaders,
   currentContext,
   type RequestContext,
@@ -355,14 +356,7 @@ const b3Propagator: TextMapPropagator = {
     };
     return isSpanContextValid(spanContext) ? trace.setSpanContext(context, spanContext) : context;
   },
-  fields: () => [
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-  ],
+  fields: () => [...b3Headers],
 };
 
 /** W3C trace context and B3; extraction prefers traceparent (the later propagator wins). */
