@@ -123,23 +123,36 @@ describe("PlaceOrder", () => {
 
 describe("PlaceOrder is idempotent per user and key", () => {
   it("returns the same order for the same key and request, as it is now", async () => {
-    const body = request();
+    const body = request({
+      items: [
+        { productId: mug.id, quantity: 2, expectedUnitPrice: { ...mug.price } },
+        { productId: tote.id, quantity: 1 },
+      ],
+    });
     const first = await t.client.placeOrder(body, alice.auth);
-    const callsBefore = t.catalog.calls;
     const countsBefore = await rowCounts(t.service);
     // The saga moved on in between: the retry sees the order as it is now.
     await t.service.database.db
       .update(orders)
       .set({ status: "AWAITING_PAYMENT" })
       .where(eq(orders.id, first.order!.id));
-    const again = await t.client.placeOrder(
-      { ...body, items: [...body.items].reverse() },
-      alice.auth,
-    );
-    expect(again.order?.id).toBe(first.order?.id);
-    expect(again.order?.status).toBe(OrderStatus.AWAITING_PAYMENT);
-    expect(t.catalog.calls).toBe(callsBefore);
-    expect(await rowCounts(t.service)).toEqual(countsBefore);
+    // And the mug's price changed, which a new request expecting the old price is refused
+    // for: the retry still gets the order as placed.
+    const product = t.catalog.products.get(mug.id)!;
+    const price = product.price;
+    product.price = { ...price, amountMinor: price.amountMinor + 100n };
+    try {
+      const again = await t.client.placeOrder(
+        { ...body, items: [...body.items].reverse() },
+        alice.auth,
+      );
+      expect(again.order?.id).toBe(first.order?.id);
+      expect(again.order?.status).toBe(OrderStatus.AWAITING_PAYMENT);
+      expect(again.order?.total).toEqual(first.order?.total);
+      expect(await rowCounts(t.service)).toEqual(countsBefore);
+    } finally {
+      product.price = price;
+    }
   });
 
   it("places one order for many concurrent requests with the same key", async () => {

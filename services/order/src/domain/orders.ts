@@ -32,11 +32,19 @@ export async function placeOrder(
 ): Promise<Order> {
   const request = checkPlaceOrderInput(input);
   const fingerprint = requestFingerprint(request);
-  const earlier = await deps.store.findByIdempotencyKey(caller.userId, request.idempotencyKey);
-  if (earlier) return sameRequestOrConflict(earlier, fingerprint, request.idempotencyKey);
-
-  const ids = request.items.map((item) => item.productId);
-  const priced = priceItems(request.items, await deps.catalog.findProducts(ids));
+  // The key's lookup and the catalog are asked at once: a first request (the common case)
+  // then waits for one of them, not both in turn. A retry pays a catalog call it ignores.
+  const [earlier, products] = await Promise.allSettled([
+    deps.store.findByIdempotencyKey(caller.userId, request.idempotencyKey),
+    deps.catalog.findProducts(request.items.map((item) => item.productId)),
+  ]);
+  if (earlier.status === "rejected") throw earlier.reason;
+  // A retry gets its order whatever the catalog says now: prices may have changed since.
+  if (earlier.value) {
+    return sameRequestOrConflict(earlier.value, fingerprint, request.idempotencyKey);
+  }
+  if (products.status === "rejected") throw products.reason;
+  const priced = priceItems(request.items, products.value);
   const inserted = await deps.store.insertPlaced({
     id: randomUUID(),
     userId: caller.userId,
