@@ -4,7 +4,14 @@ import { connect, createServer, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
-import { connectPostgres, isUniqueViolation, openDatabase, startService } from "../src/index.js";
+import {
+  connectPostgres,
+  isUniqueViolation,
+  openDatabase,
+  rowsOf,
+  sendWithCommit,
+  startService,
+} from "../src/index.js";
 import { createTestDatabase, testEnv, testPostgresUrl } from "../src/testing/index.js";
 import { deliveries, sinkService } from "./fixtures/sink-service.js";
 
@@ -98,6 +105,52 @@ describe("database", () => {
     });
     expect(await ids()).toEqual(["inner-kept", "kept", "outer"]);
   });
+
+  it.skipIf(!realPostgres)(
+    "sends a statement with the COMMIT, and rolls back with its error if it fails",
+    async () => {
+      const database = await migratedDatabase("platform_with_commit");
+      const { db } = database;
+      const ids = async () =>
+        (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
+      const insert = (eventId: string) =>
+        sql`insert into ${deliveries} (event_id, type) values (${eventId}, 't')`;
+
+      expect(sendWithCommit(insert("outside"))).toBe(false);
+      await db.transaction(async (tx) => {
+        await tx.insert(deliveries).values({ eventId: "first", type: "t" });
+        expect(sendWithCommit(insert("with-commit"))).toBe(true);
+        // Not sent yet: the transaction's own statements do not see it.
+        expect(
+          rowsOf(await tx.execute(sql`select 1 from ${deliveries} where event_id = 'with-commit'`)),
+        ).toEqual([]);
+        // Inside a savepoint it cannot be: the savepoint might roll back alone.
+        await tx.transaction(async () => {
+          expect(sendWithCommit(insert("in-savepoint"))).toBe(false);
+        });
+      });
+      expect(await ids()).toEqual(["first", "with-commit"]);
+
+      // A duplicate key at COMMIT: the transaction's error, and none of its writes stay.
+      const failed = await db
+        .transaction(async (tx) => {
+          await tx.insert(deliveries).values({ eventId: "undone", type: "t" });
+          sendWithCommit(insert("first"));
+        })
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      expect(isUniqueViolation(failed, "deliveries_pkey")).toBe(true);
+      expect(await ids()).toEqual(["first", "with-commit"]);
+      // The connection is usable again afterwards.
+      await db.transaction(async (tx) => {
+        sendWithCommit(insert("after"));
+        await tx.execute(sql`select 1`);
+      });
+      expect(await ids()).toEqual(["after", "first", "with-commit"]);
+    },
+  );
 
   it.skipIf(!realPostgres)("runs each transaction on a connection of its own", async () => {
     const database = await migratedDatabase("platform_isolation");

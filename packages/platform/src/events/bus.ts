@@ -4,7 +4,7 @@ import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { currentContext } from "../context.js";
-import type { AppDatabase, Executor } from "../database.js";
+import { type AppDatabase, type Executor, sendWithCommit } from "../database.js";
 import { outboxDeliveries, outboxEvents } from "./schema.js";
 import type { Subscriptions } from "./subscriptions.js";
 
@@ -88,10 +88,13 @@ export function createEventBus(options: EventBusOptions): EventBus {
     };
   };
 
-  /** One statement for every event of a transaction and their deliveries. */
+  /**
+   * One statement for every event of a transaction and their deliveries, sent with the
+   * COMMIT where the driver allows.
+   */
   async function flush(tx: AnyExecutor, rows: ReturnType<typeof rowOf>[]) {
     if (rows.length === 0) return;
-    await tx.execute(sql`
+    const statement = sql`
       with event as (
              select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
                as e(id uuid, type text, subject text, envelope text, subscribers text[])),
@@ -99,7 +102,8 @@ export function createEventBus(options: EventBusOptions): EventBus {
              insert into ${outboxEvents} (id, type, subject, envelope)
              select id, type, subject, decode(envelope, 'base64') from event)
       insert into ${outboxDeliveries} (event_id, subscriber)
-      select event.id, subscriber from event, unnest(event.subscribers) as subscriber`);
+      select event.id, subscriber from event, unnest(event.subscribers) as subscriber`;
+    if (!sendWithCommit(statement)) await tx.execute(statement);
   }
 
   return {
