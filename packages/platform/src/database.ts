@@ -158,6 +158,18 @@ export function sendWithCommit(statement: SQL): boolean {
 }
 
 /**
+ * A write whose answer nobody reads, sent with the COMMIT where sendWithCommit can, else run
+ * now. Not async: where it runs now, the query is sent when the result is awaited, like any
+ * drizzle query, so it keeps its place among queries awaited together.
+ */
+export function writeAtCommit(
+  executor: { execute(statement: SQL): PromiseLike<unknown> },
+  statement: SQL,
+): PromiseLike<unknown> {
+  return sendWithCommit(statement) ? Promise.resolve() : executor.execute(statement);
+}
+
+/**
  * begin() for drizzle on one reserved connection. BEGIN is sent without waiting for its answer,
  * so it shares a round trip with the first statement (which fails too if BEGIN did); COMMIT
  * or ROLLBACK ends it, and nested transactions become savepoints.

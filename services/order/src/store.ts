@@ -7,6 +7,7 @@ import {
   isUniqueViolation,
   type Publish,
   tableRows,
+  writeAtCommit,
 } from "@thinmesh/platform";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { orderItems, orders, orderTimeline, type schema } from "./db/schema.js";
@@ -143,17 +144,20 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
 }
 
 /**
- * Not async on purpose: drizzle sends a query when it is awaited, so PlaceOrder's Promise.all
- * sends this after the order's insert, which the entry's foreign key needs.
+ * Nothing in the transaction reads the timeline back, so the entry goes with the COMMIT.
+ * Where it cannot (PGlite), PlaceOrder's Promise.all still sends it after the order's insert,
+ * which the entry's foreign key needs (see writeAtCommit).
  */
 function appendTimeline(
   executor: AnyExecutor,
   orderId: string,
   entry: Omit<TimelineEntry, "time">,
 ) {
-  return executor.execute(sql`
-    insert into ${orderTimeline} (order_id, step, status, trace_id, detail)
-    values (${orderId}, ${entry.step}, ${entry.status}, ${entry.traceId}, ${entry.detail})`);
+  return writeAtCommit(
+    executor,
+    sql`insert into ${orderTimeline} (order_id, step, status, trace_id, detail)
+        values (${orderId}, ${entry.step}, ${entry.status}, ${entry.traceId}, ${entry.detail})`,
+  );
 }
 
 /** An item as a row of the JSON that PlaceOrder's item insert reads (bigints as strings). */

@@ -4,7 +4,7 @@ import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { currentContext } from "../context.js";
-import { type AppDatabase, type Executor, sendWithCommit } from "../database.js";
+import { type AppDatabase, type Executor, writeAtCommit } from "../database.js";
 import { outboxDeliveries, outboxEvents } from "./schema.js";
 import type { Subscriptions } from "./subscriptions.js";
 
@@ -103,7 +103,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
              select id, type, subject, decode(envelope, 'base64') from event)
       insert into ${outboxDeliveries} (event_id, subscriber)
       select event.id, subscriber from event, unnest(event.subscribers) as subscriber`;
-    if (!sendWithCommit(statement)) await tx.execute(statement);
+    await writeAtCommit(tx, statement);
   }
 
   return {
