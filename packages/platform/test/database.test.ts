@@ -36,6 +36,11 @@ async function migratedDatabase(name: string) {
   return database;
 }
 
+/** The event ids in the fixture's deliveries table, in order. */
+async function eventIds(db: Awaited<ReturnType<typeof migratedDatabase>>["db"]) {
+  return (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
+}
+
 describe("database", () => {
   it("recognises unique violations through drizzle's error wrapper", async () => {
     const database = await migratedDatabase("platform_unique");
@@ -72,8 +77,7 @@ describe("database", () => {
   it("commits a transaction, rolls back a failed one, and nests as savepoints", async () => {
     const database = await migratedDatabase("platform_transactions");
     const { db } = database;
-    const ids = async () =>
-      (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
+    const ids = () => eventIds(db);
 
     await db.transaction(async (tx) => {
       await tx.insert(deliveries).values({ eventId: "kept", type: "t" });
@@ -111,8 +115,7 @@ describe("database", () => {
     async () => {
       const database = await migratedDatabase("platform_with_commit");
       const { db } = database;
-      const ids = async () =>
-        (await db.select().from(deliveries).orderBy(deliveries.eventId)).map((r) => r.eventId);
+      const ids = () => eventIds(db);
       const insert = (eventId: string) =>
         sql`insert into ${deliveries} (event_id, type) values (${eventId}, 't')`;
 
@@ -155,7 +158,7 @@ describe("database", () => {
   it.skipIf(!realPostgres)("runs each transaction on a connection of its own", async () => {
     const database = await migratedDatabase("platform_isolation");
     const { db } = database;
-    const ids = async () => (await db.select().from(deliveries)).map((r) => r.eventId);
+    const ids = () => eventIds(db);
     // One's uncommitted row is not the other's.
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
