@@ -156,7 +156,7 @@ describe("PlaceOrder is idempotent per user and key", () => {
   });
 
   it("places one order for many concurrent requests with the same key", async () => {
-    // The catalog answers slowly, so every request has looked the key up before any inserts.
+    // The catalog answers slowly, so all six are priced before any of them inserts.
     t.catalog.delayMs = 100;
     const body = request();
     const countsBefore = await rowCounts(t.service);
@@ -164,7 +164,7 @@ describe("PlaceOrder is idempotent per user and key", () => {
     const answers = await Promise.all(
       Array.from({ length: 6 }, () => t.client.placeOrder(body, alice.auth)),
     );
-    // All six got past the key lookup, so the unique constraint decided between them.
+    // All six were priced, so the unique constraint decided between them.
     expect(t.catalog.calls - callsBefore).toBe(6);
     const ids = new Set(answers.map((a) => a.order!.id));
     expect(ids.size).toBe(1);
@@ -344,6 +344,31 @@ describe("PlaceOrder refuses bad requests and writes nothing", () => {
       Code.Unauthenticated,
     );
     expect(await rowCounts(t.service)).toEqual(before);
+  });
+
+  it("answers a retry with its order while the catalog cannot be reached", async () => {
+    const offline = await startTestOrder("order_place_retry_offline");
+    try {
+      const user = await newUser(offline.issuer);
+      const product = offline.catalog.add({
+        name: "Enamel mug",
+        price: { currencyCode: "EUR", amountMinor: 1290n },
+      });
+      const body = request({ items: [{ productId: product.id, quantity: 1 }] });
+      const first = await offline.client.placeOrder(body, user.auth);
+      await offline.catalog.close();
+      const before = await rowCounts(offline.service);
+      const again = await offline.client.placeOrder(body, user.auth);
+      expect(again.order?.id).toBe(first.order?.id);
+      // A different request with that key is still refused for the key, not for the catalog.
+      const different = await rpcError(
+        offline.client.placeOrder({ ...body, paymentToken: "tok_other" }, user.auth),
+      );
+      expect(different.code).toBe(Code.AlreadyExists);
+      expect(await rowCounts(offline.service)).toEqual(before);
+    } finally {
+      await offline.stop();
+    }
   });
 
   it("is unavailable while the catalog cannot be reached, and writes nothing", async () => {

@@ -32,19 +32,20 @@ export async function placeOrder(
 ): Promise<Order> {
   const request = checkPlaceOrderInput(input);
   const fingerprint = requestFingerprint(request);
-  // The key's lookup and the catalog are asked at once: a first request (the common case)
-  // then waits for one of them, not both in turn. A retry pays a catalog call it ignores.
-  const [earlier, products] = await Promise.allSettled([
-    deps.store.findByIdempotencyKey(caller.userId, request.idempotencyKey),
-    deps.catalog.findProducts(request.items.map((item) => item.productId)),
-  ]);
-  if (earlier.status === "rejected") throw earlier.reason;
-  // A retry gets its order whatever the catalog says now: prices may have changed since.
-  if (earlier.value) {
-    return sameRequestOrConflict(earlier.value, fingerprint, request.idempotencyKey);
+  // The idempotency key is not looked up first: a first request (the common case) would pay
+  // a query for nothing. A retry is found by the key's unique constraint when it is inserted,
+  // or below, if pricing it fails now.
+  let priced: ReturnType<typeof priceItems>;
+  try {
+    const products = await deps.catalog.findProducts(request.items.map((item) => item.productId));
+    priced = priceItems(request.items, products);
+  } catch (error) {
+    // A retry gets its order whatever the catalog says now: prices may have changed since,
+    // or the catalog may be unreachable.
+    const earlier = await deps.store.findByIdempotencyKey(caller.userId, request.idempotencyKey);
+    if (earlier) return sameRequestOrConflict(earlier, fingerprint, request.idempotencyKey);
+    throw error;
   }
-  if (products.status === "rejected") throw products.reason;
-  const priced = priceItems(request.items, products.value);
   const inserted = await deps.store.insertPlaced({
     id: randomUUID(),
     userId: caller.userId,
@@ -58,7 +59,7 @@ export async function placeOrder(
   });
   if (inserted) return inserted;
 
-  // A concurrent request with the same key won the insert; the same rule applies to it.
+  // A retry, or a concurrent request with the same key that won the insert: the same rule.
   const winner = await deps.store.findByIdempotencyKey(caller.userId, request.idempotencyKey);
   if (!winner) {
     throw new Error(`idempotency key conflicted for user ${caller.userId} but no order has it`);
