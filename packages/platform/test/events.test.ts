@@ -18,6 +18,7 @@ import {
   createRelay,
   type Database,
   type EventBus,
+  isUniqueViolation,
   listDeadDeliveries,
   type Metrics,
   on,
@@ -173,6 +174,43 @@ describe("outbox", () => {
     ).rejects.toThrow("business rule failed");
     const rows = await readOutboxEvents(producer.db, { subject: "rolled-back" });
     expect(rows).toEqual([]);
+  });
+
+  it("commits one statement's writes and its events as one, in one statement", async () => {
+    const { bus, relay } = producerBus({ consumer: consumer.url });
+    relay.start();
+    const orderId = crypto.randomUUID();
+    const publication = {
+      schema: OrderPlacedSchema,
+      data: create(OrderPlacedSchema, { orderId, lines: [{ productId: "p", quantity: 4 }] }),
+      subject: orderId,
+    };
+    const written = (eventId: string) => sql`
+      insert into ${effects} (event_id, order_id, quantity) values (${eventId}, ${orderId}, 4)`;
+    const firstId = crypto.randomUUID();
+    const result = await bus.executePublishing(
+      [publication],
+      (outbox) =>
+        sql`with ${outbox}, effect as (${written(firstId)} returning event_id)
+          select event_id from effect`,
+    );
+    expect(rowsOf<{ event_id: string }>(result)).toEqual([{ event_id: firstId }]);
+    const [event] = await readOutboxEvents(producer.db, { subject: orderId });
+    // Published like any event, the relay woken at once.
+    await eventually(async () => {
+      expect(await deliveryStates(event!.envelope.id)).toMatchObject([
+        { subscriber: "consumer", status: "delivered" },
+        { subscriber: "slowpoke", status: "delivered" },
+      ]);
+    });
+    // A statement that fails writes no event either.
+    await expect(
+      bus.executePublishing(
+        [publication],
+        (outbox) => sql`with ${outbox}, effect as (${written(firstId)}) select 1`,
+      ),
+    ).rejects.toSatisfy((error) => isUniqueViolation(error));
+    expect(await readOutboxEvents(producer.db, { subject: orderId })).toHaveLength(1);
   });
 
   it("refuses to publish an event type the service does not declare", async () => {

@@ -48,38 +48,41 @@ export function createOrderStore(db: AppDatabase<typeof schema>, bus: EventBus):
 
     async insertPlaced(order) {
       try {
-        return await bus.transaction(async (tx, publish) => {
-          // All sent at once, in this order, in one round trip. The unique (user, key) decides
-          // between identical requests racing: a second insert of the key waits for the first
-          // to commit, then fails, and its whole transaction (items, entry, event) rolls back.
-          const [inserted] = await Promise.all([
-            tx.execute(sql`
+        // One statement, so one round trip and atomic without BEGIN and COMMIT: the order,
+        // its items, its first timeline entry and OrderPlaced. The unique (user, key) decides
+        // between identical requests racing: a second insert of the key waits for the first
+        // to commit, then fails, and writes nothing.
+        const inserted = await bus.executePublishing(
+          [{ schema: OrderPlacedSchema, data: orderPlacedEvent(order), subject: order.id }],
+          (outbox) => sql`
+            with ${outbox},
+            placed as (
               insert into ${orders} (id, user_id, idempotency_key, request_fingerprint, status,
                                      currency, total_minor, payment_token, trace_id)
               values (${order.id}, ${order.userId}, ${order.idempotencyKey},
                       ${order.requestFingerprint}, 'PENDING', ${order.total.currencyCode},
                       ${order.total.amountMinor.toString()}, ${order.paymentToken}, ${order.traceId})
-              returning *`),
-            tx.execute(sql`
+              returning *),
+            items as (
               insert into ${orderItems} (order_id, position, product_id, sku, name, quantity,
                                          unit_price_minor, line_total_minor)
               select ${order.id}::uuid, position, product_id, sku, name, quantity,
                      unit_price_minor, line_total_minor
                 from jsonb_to_recordset(${JSON.stringify(order.items.map(itemRecord))}::jsonb)
                   as i(position int, product_id uuid, sku text, name text, quantity int,
-                       unit_price_minor bigint, line_total_minor bigint)`),
-            appendTimeline(tx, order.id, order.placed),
-            publish(OrderPlacedSchema, orderPlacedEvent(order), order.id),
-          ]);
-          const [row] = tableRows(orders, inserted);
-          const { paymentToken: _secret, ...head } = headOf(row!);
-          // now() is the transaction's start: the entry has the order's creation time.
-          return {
-            ...head,
-            items: order.items,
-            timeline: [{ ...order.placed, time: row!.createdAt }],
-          };
-        });
+                       unit_price_minor bigint, line_total_minor bigint)),
+            entry as (
+              ${timelineInsert(order.id, order.placed)})
+            select * from placed`,
+        );
+        const [row] = tableRows(orders, inserted);
+        const { paymentToken: _secret, ...head } = headOf(row!);
+        // now() is the statement's start: the entry has the order's creation time.
+        return {
+          ...head,
+          items: order.items,
+          timeline: [{ ...order.placed, time: row!.createdAt }],
+        };
       } catch (error) {
         if (isUniqueViolation(error, "orders_user_idempotency_key_unique")) return undefined;
         throw error;
@@ -136,29 +139,17 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
     },
 
     async appendTimeline(orderId, entry) {
-      await appendTimeline(executor, orderId, entry);
+      // Nothing in the transaction reads the timeline back: the entry goes with the COMMIT.
+      await writeAtCommit(executor, timelineInsert(orderId, entry));
     },
 
     publish: (followUp) => publishFollowUp(publish, followUp),
   };
 }
 
-/**
- * Nothing in the transaction reads the timeline back, so the entry goes with the COMMIT.
- * Where it cannot (PGlite), PlaceOrder's Promise.all still sends it after the order's insert,
- * which the entry's foreign key needs (see writeAtCommit).
- */
-function appendTimeline(
-  executor: AnyExecutor,
-  orderId: string,
-  entry: Omit<TimelineEntry, "time">,
-) {
-  return writeAtCommit(
-    executor,
-    sql`insert into ${orderTimeline} (order_id, step, status, trace_id, detail)
-        values (${orderId}, ${entry.step}, ${entry.status}, ${entry.traceId}, ${entry.detail})`,
-  );
-}
+const timelineInsert = (orderId: string, entry: Omit<TimelineEntry, "time">) =>
+  sql`insert into ${orderTimeline} (order_id, step, status, trace_id, detail)
+      values (${orderId}, ${entry.step}, ${entry.status}, ${entry.traceId}, ${entry.detail})`;
 
 /** An item as a row of the JSON that PlaceOrder's item insert reads (bigints as strings). */
 const itemRecord = (item: OrderItem, position: number) => ({

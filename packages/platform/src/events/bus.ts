@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
 import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import { currentContext } from "../context.js";
 import { type AppDatabase, type Executor, writeAtCommit } from "../database.js";
 import { outboxDeliveries, outboxEvents } from "./schema.js";
@@ -24,6 +24,13 @@ export type Publish = <Desc extends DescMessage>(
   subject: string,
 ) => Promise<string>;
 
+/** An event to publish: its message and the subject (the entity it is about). */
+export interface Publication<Desc extends DescMessage = DescMessage> {
+  schema: Desc;
+  data: MessageShape<Desc>;
+  subject: string;
+}
+
 export interface EventBus {
   /** The event types this service produces, each with its subscribers. */
   readonly routes: ReadonlyMap<string, readonly string[]>;
@@ -32,6 +39,14 @@ export interface EventBus {
    * back with the rest of fn's writes; after a commit the relay is woken at once.
    */
   transaction<T>(fn: (tx: AnyExecutor, publish: Publish) => Promise<T>): Promise<T>;
+  /**
+   * Runs one statement that also writes `events` to the outbox. A statement is atomic on its
+   * own: its writes and the events commit together in one round trip, with no BEGIN and
+   * COMMIT to wait for. `statement` receives the outbox's WITH entries to put first in its
+   * WITH clause. After it, the relay is woken as after transaction(). Returns the
+   * statement's result as the driver gives it.
+   */
+  executePublishing(events: Publication[], statement: (outbox: SQL) => SQL): Promise<unknown>;
   /**
    * Called after a commit that published events, with the subscribers they are for (the
    * relay subscribes here).
@@ -88,23 +103,31 @@ export function createEventBus(options: EventBusOptions): EventBus {
     };
   };
 
+  /** The WITH entries that write the events and their deliveries to the outbox. */
+  const outboxEntries = (rows: ReturnType<typeof rowOf>[]) => sql`
+      outbox_event as (
+        select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+          as e(id uuid, type text, subject text, envelope text, subscribers text[])),
+      outbox_stored as (
+        insert into ${outboxEvents} (id, type, subject, envelope)
+        select id, type, subject, decode(envelope, 'base64') from outbox_event),
+      outbox_delivery as (
+        insert into ${outboxDeliveries} (event_id, subscriber)
+        select outbox_event.id, subscriber
+          from outbox_event, unnest(outbox_event.subscribers) as subscriber)`;
+
   /**
    * One statement for every event of a transaction and their deliveries, sent with the
    * COMMIT where the driver allows.
    */
   async function flush(tx: AnyExecutor, rows: ReturnType<typeof rowOf>[]) {
     if (rows.length === 0) return;
-    const statement = sql`
-      with event as (
-             select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-               as e(id uuid, type text, subject text, envelope text, subscribers text[])),
-           stored as (
-             insert into ${outboxEvents} (id, type, subject, envelope)
-             select id, type, subject, decode(envelope, 'base64') from event)
-      insert into ${outboxDeliveries} (event_id, subscriber)
-      select event.id, subscriber from event, unnest(event.subscribers) as subscriber`;
-    await writeAtCommit(tx, statement);
+    await writeAtCommit(tx, sql`with ${outboxEntries(rows)} select count(*) from outbox_event`);
   }
+
+  const notify = (subscribers: ReadonlySet<string>) => {
+    if (subscribers.size > 0) for (const listener of listeners) listener(subscribers);
+  };
 
   return {
     routes,
@@ -121,7 +144,13 @@ export function createEventBus(options: EventBusOptions): EventBus {
         await flush(tx, rows);
         return value;
       });
-      if (notified.size > 0) for (const listener of listeners) listener(notified);
+      notify(notified);
+      return result;
+    },
+    async executePublishing(events, statement) {
+      const rows = events.map(({ schema, data, subject }) => rowOf(schema, data, subject));
+      const result = await options.db.execute(statement(outboxEntries(rows)));
+      notify(new Set(rows.flatMap((row) => row.subscribers)));
       return result;
     },
     onCommit(listener) {
