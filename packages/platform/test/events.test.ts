@@ -465,6 +465,45 @@ describe("relay", () => {
     ]);
   });
 
+  it("records a delivery with its next claim, not in a round trip of its own", async () => {
+    const sink = await startRecordingEventSink();
+    cleanups.push(() => sink.close());
+    // No poll within the test: only commits wake the relay.
+    const { bus, relay } = producerBus(
+      { consumer: sink.url, slowpoke: sink.url },
+      { pollIntervalMs: 60_000 },
+    );
+    // Published before the relay starts, so that its first claim finds it and no wake-up
+    // arrives while that claim is under way (which would have it look again at once).
+    const first = await placeOrder(bus, crypto.randomUUID());
+    relay.start();
+    const sent = () => sink.batches.reduce((a, b) => a + b, 0);
+    // One sink for both subscribers: each sent it once.
+    await eventually(() => expect(sent()).toBe(2));
+    expect(sink.received.map((e) => e.id)).toEqual([first]);
+    // Accepted, but still leased to the relay: nothing was written for it yet.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await deliveryStates(first)).toMatchObject([
+      { subscriber: "consumer", status: "pending", attempts: 1 },
+      { subscriber: "slowpoke", status: "pending", attempts: 1 },
+    ]);
+    // The next commit's claim records it.
+    const second = await placeOrder(bus, crypto.randomUUID());
+    await eventually(async () => {
+      expect(await deliveryStates(first)).toMatchObject([
+        { subscriber: "consumer", status: "delivered" },
+        { subscriber: "slowpoke", status: "delivered" },
+      ]);
+    });
+    // Stopping records what finished last.
+    await eventually(() => expect(sent()).toBe(4));
+    await relay.stop();
+    expect(await deliveryStates(second)).toMatchObject([
+      { subscriber: "consumer", status: "delivered" },
+      { subscriber: "slowpoke", status: "delivered" },
+    ]);
+  });
+
   it("parks only the malformed event of a call refused as a whole", async () => {
     const { bus, relay } = producerBus({ consumer: consumer.url }, { concurrency: 1 });
     const orderId = crypto.randomUUID();

@@ -278,7 +278,10 @@ export function createRelay(options: RelayOptions): Relay {
         });
         inFlight.add(delivery);
       }
-      await recordFinished();
+      // What finished is recorded with the next claim: the next commit's wake-up, or the
+      // poll, whichever comes first. Alone it would cost a round trip of its own for each
+      // call, which at low load is every event; until then the rows stay leased to this
+      // relay (were it to die, they would be delivered again, and consumers dedupe).
       // Look again as soon as a slot is free if events may be due.
       if (due.get(subscriber) && inFlight.size < concurrency) continue;
       // stop() may have come while this lane was claiming: its wake-up found nobody waiting.
