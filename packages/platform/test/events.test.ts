@@ -373,6 +373,30 @@ describe("a delivery of several events", () => {
     expect(steps).toEqual(["start a1", "start b1", "end a1", "start a2", "end b1", "end a2"]);
   });
 
+  it("undoes what the handlers did when some events were seen before, then applies the rest once", async () => {
+    const handled: string[] = [];
+    const deliver = inProcessSink(async (placed, { tx, event }) => {
+      handled.push(placed.orderId);
+      await tx.insert(effects).values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
+    });
+    const [seenOrder, newOrder] = [crypto.randomUUID(), crypto.randomUUID()];
+    const seen = placedAbout("s", seenOrder);
+    await deliver([seen]);
+    const fresh = placedAbout("n", newOrder);
+    const response = await deliver([seen, fresh]);
+    expect(response.results).toMatchObject([
+      { eventId: seen.id, duplicate: true },
+      { eventId: fresh.id, duplicate: false },
+    ]);
+    // The handlers ran before the inbox answered (the seen event's handler failed on its own
+    // earlier effect); that attempt was rolled back and the new event applied again alone.
+    expect(handled).toEqual([seenOrder, seenOrder, newOrder, newOrder]);
+    for (const orderId of [seenOrder, newOrder]) {
+      const rows = await producer.db.select().from(effects).where(eq(effects.orderId, orderId));
+      expect(rows).toHaveLength(1);
+    }
+  });
+
   it("lets every handler of a failed batch finish before the events are retried alone", async () => {
     const deliver = inProcessSink(async (placed, { tx, event }) => {
       if (placed.orderId === "fails") throw unavailable("not now");

@@ -78,15 +78,23 @@ export function createEventSink(
   const byType = new Map(handlers.map((h) => [h.schema.typeName, h]));
   const lockTimeout = `${options.batchLockTimeoutMs ?? 200}ms`;
 
-  /** Inbox records and effects of the events, in one transaction; true for a duplicate. */
-  const applyAll = (events: Applicable[]) =>
-    bus.transaction(async (tx, publish) => {
-      // One statement records them all; the ids it returns are the events not seen before.
-      // With several events the lock timeout is set first, in the same round trip.
-      const [, recorded] = await Promise.all([
-        events.length > 1 &&
-          tx.execute(sql`select set_config('lock_timeout', ${lockTimeout}, true)`),
-        tx.execute(sql`
+  /**
+   * Inbox records and effects of the events, in one transaction; true for a duplicate.
+   *
+   * The handlers do not wait for the inbox's answer: they assume every event is new (nearly
+   * always so), and their statements follow the inbox insert in the same round trip. Should
+   * some have been seen before, the transaction rolls back and the rest are applied again
+   * without them (their handlers' log lines then appear twice).
+   */
+  const applyAll = async (events: Applicable[]): Promise<boolean[]> => {
+    const outcome = await bus
+      .transaction(async (tx, publish) => {
+        // One statement records them all; the ids it returns are the events not seen before.
+        // With several events the lock timeout is set first.
+        const recorded = Promise.all([
+          events.length > 1 &&
+            tx.execute(sql`select set_config('lock_timeout', ${lockTimeout}, true)`),
+          tx.execute(sql`
           insert into ${inbox} (event_id, type, source)
           select event_id, type, source from jsonb_to_recordset(${JSON.stringify(
             events.map(({ event }) => ({
@@ -97,37 +105,53 @@ export function createEventSink(
           )}::jsonb) as e(event_id uuid, type text, source text)
           on conflict do nothing
           returning event_id`),
-      ]);
-      // Postgres answers uuids in lower case; a sender may have written them in upper case.
-      const fresh = new Set(
-        rowsOf<{ event_id: string }>(recorded).map((row) => row.event_id.toLowerCase()),
-      );
-      // The same id twice in one request is applied once, too.
-      const duplicates = events.map(({ event }) => !fresh.delete(event.id.toLowerCase()));
-      // Events about one subject are applied in order; those about different subjects do not
-      // depend on each other, so their handlers run at once and their statements share round
-      // trips on the transaction's connection.
-      const bySubject = new Map<string, Applicable[]>();
-      events.forEach((item, i) => {
-        if (duplicates[i]) return;
-        const key = item.event.subject || item.event.id;
-        bySubject.set(key, [...(bySubject.get(key) ?? []), item]);
+        ]);
+        // Events about one subject are applied in order; those about different subjects do not
+        // depend on each other, so their handlers run at once and their statements share round
+        // trips on the transaction's connection.
+        const bySubject = new Map<string, Applicable[]>();
+        for (const item of events) {
+          const key = item.event.subject || item.event.id;
+          bySubject.set(key, [...(bySubject.get(key) ?? []), item]);
+        }
+        const handled = Promise.allSettled(
+          [...bySubject.values()].map(async (sameSubject) => {
+            for (const { event, handler, data } of sameSubject) {
+              // Each event's log lines, timeline entries and follow-up events carry its trace.
+              await runWithContext(contextOfEvent(event), () =>
+                handler.handle(data, { tx, publish, event }),
+              );
+            }
+          }),
+        );
+        // Awaited after the handlers; until then its failure must not go unhandled.
+        recorded.catch(() => {});
+        // Only once every handler has stopped using the transaction may it end.
+        const handlerOutcomes = await handled;
+        const [, inserted] = await recorded;
+        // Postgres answers uuids in lower case; a sender may have written them in upper case.
+        const fresh = new Set(
+          rowsOf<{ event_id: string }>(inserted).map((row) => row.event_id.toLowerCase()),
+        );
+        // The same id twice in one request is applied once, too.
+        const duplicates = events.map(({ event }) => !fresh.delete(event.id.toLowerCase()));
+        // A duplicate's effect must not stay: undo everything (a handler may even have failed
+        // because of it), then apply the others alone.
+        if (duplicates.some(Boolean)) throw new DuplicatesFound(duplicates);
+        const failed = handlerOutcomes.find((one) => one.status === "rejected");
+        if (failed) throw failed.reason;
+        return duplicates;
+      })
+      .catch((error: unknown) => {
+        if (error instanceof DuplicatesFound) return error;
+        throw error;
       });
-      const settled = await Promise.allSettled(
-        [...bySubject.values()].map(async (sameSubject) => {
-          for (const { event, handler, data } of sameSubject) {
-            // Each event's log lines, timeline entries and follow-up events carry its trace.
-            await runWithContext(contextOfEvent(event), () =>
-              handler.handle(data, { tx, publish, event }),
-            );
-          }
-        }),
-      );
-      // Only once every handler has stopped using the transaction may it end.
-      const failed = settled.find((outcome) => outcome.status === "rejected");
-      if (failed) throw failed.reason;
-      return duplicates;
-    });
+    if (!(outcome instanceof DuplicatesFound)) return outcome;
+    const { duplicates } = outcome;
+    const others = events.filter((_, i) => !duplicates[i]);
+    const again = others.length > 0 ? await applyAll(others) : [];
+    return duplicates.map((duplicate) => duplicate || again.shift()!);
+  };
 
   /** What the sender learns of a failed event; unexpected errors are logged, not sent. */
   function errorOf(error: unknown) {
@@ -219,4 +243,11 @@ function contextOfEvent(event: Event) {
   if (event.traceparent) headers.set("traceparent", event.traceparent);
   if (event.tracestate) headers.set("tracestate", event.tracestate);
   return contextFromHeaders(headers);
+}
+
+/** Thrown inside a delivery's transaction to roll it back: some of its events were not new. */
+class DuplicatesFound extends Error {
+  constructor(readonly duplicates: boolean[]) {
+    super("some events were delivered before");
+  }
 }
