@@ -3,14 +3,16 @@
 // service) against the real Postgres, then checks the saga's invariants. Usage (after
 // npm run build):
 //   node bench/orders.js [--rate 200] [--seconds 30] [--concurrency 32] [--direct-seconds 10]
+//                        [--place-only]
 // --rate R offers R orders/s (an open loop, as real users do: a slow answer does not slow the
 // arrivals) with at most --concurrency in flight; latency counts from when an order was due,
 // so time spent waiting for a free slot is not hidden. --rate 0 is a closed loop instead:
 // --concurrency workers each placing their next order as soon as the last one is answered.
 // Prints confirmed orders/s, PlaceOrder p50/p99, time-to-CONFIRMED p50/p99 and the CPU each
-// process spent per order.
+// process spent per order. --place-only leaves the saga out (the order service publishes
+// OrderPlaced to nobody): what PlaceOrder's synchronous path costs on its own.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,12 +28,14 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "30" },
     concurrency: { type: "string", default: "32" },
     "direct-seconds": { type: "string", default: "10" },
+    "place-only": { type: "boolean", default: false },
   },
 });
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
+const placeOnly = values["place-only"];
 // On this machine the services reach Postgres through its Unix socket if there is one (as a
 // deployment next to its database would), else over TCP; DATABASE_URL decides if set.
 const socketDirectory = "/var/run/postgresql";
@@ -80,6 +84,8 @@ function rpc(base, path, body, token) {
 }
 
 const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-bench-"));
+const noSubscriptions = join(dataDir, "no-subscriptions.yaml");
+writeFileSync(noSubscriptions, "subscriptions: {}\n");
 const shop = await startLocalShop({
   root,
   ingressPort: await freePort(),
@@ -90,7 +96,10 @@ const shop = await startLocalShop({
   logLevel: "warn",
   env: {
     catalog: { OUTBOX_POLL_MS: "200" },
-    order: { OUTBOX_POLL_MS: "200" },
+    order: {
+      OUTBOX_POLL_MS: "200",
+      ...(placeOnly && { EVENT_SUBSCRIPTIONS_FILE: noSubscriptions }),
+    },
     payment: { OUTBOX_POLL_MS: "200" },
   },
   events: {
@@ -207,25 +216,20 @@ try {
       );
     }
     const placingSeconds = (performance.now() - started) / 1000;
-    await settle(urls, 120_000);
+    if (!placeOnly) await settle(urls, 120_000);
     const cpu = cpuSince(cpuBefore);
     const batches = await relayBatches();
-    const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
-    const rows = await sql`
-      select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
-        from orders where status = 'CONFIRMED' and created_at >= ${new Date(sinceMs)}`;
-    await sql.end();
-    const confirmed = rows.length;
-    const lastConfirmed = Math.max(...rows.map((r) => r.updated_at.getTime()));
-    const sustainedSeconds = (lastConfirmed - sinceMs) / 1000;
     latencies.sort((a, b) => a - b);
-    const toConfirmed = rows.map((r) => Number(r.ms)).sort((a, b) => a - b);
+    // Without the saga an order is done once placed.
+    const { done, perSecond, toConfirmed } = placeOnly
+      ? { done: latencies.length, perSecond: latencies.length / placingSeconds, toConfirmed: [] }
+      : await confirmedSince(sinceMs);
     return {
       label,
       placed: latencies.length,
       failures,
       placingSeconds,
-      confirmedPerSecond: confirmed / sustainedSeconds,
+      confirmedPerSecond: perSecond,
       placeP50: percentile(latencies, 50),
       placeP99: percentile(latencies, 99),
       confirmP50: percentile(toConfirmed, 50),
@@ -237,7 +241,7 @@ try {
         }),
       ),
       cpuPerOrder: Object.fromEntries(
-        Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, confirmed)]),
+        Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, done)]),
       ),
     };
   }
@@ -250,28 +254,35 @@ try {
   if (directSeconds > 0)
     results.push(await phase("direct to order", shop.workloadUrls.order, directSeconds));
   results.push(await phase("through the ingress", ingress, seconds));
-  const report = await checkInvariants(urls, before);
+  // Without the saga every order stays PENDING: there is nothing to check.
+  const report = placeOnly ? undefined : await checkInvariants(urls, before);
 
   console.log(
-    `\n${rate > 0 ? `offered ${rate} orders/s, at most ${concurrency} in flight` : `closed loop, concurrency ${concurrency}`}; ${os()}`,
+    `\n${rate > 0 ? `offered ${rate} orders/s, at most ${concurrency} in flight` : `closed loop, concurrency ${concurrency}`}; ${placeOnly ? "PlaceOrder only, no saga; " : ""}${os()}`,
   );
   console.log(
-    "phase                   placed  failed  confirmed/s  PlaceOrder p50/p99     to CONFIRMED p50/p99",
+    `phase                   placed  failed  ${placeOnly ? "   placed/s" : "confirmed/s"}  PlaceOrder p50/p99     to CONFIRMED p50/p99`,
   );
   for (const r of results) {
     console.log(
-      `${r.label.padEnd(22)} ${String(r.placed).padStart(7)} ${String(r.failures).padStart(7)} ${r.confirmedPerSecond.toFixed(0).padStart(12)}  ${r.placeP50.toFixed(1).padStart(7)} / ${r.placeP99.toFixed(1).padStart(6)} ms  ${r.confirmP50.toFixed(0).padStart(8)} / ${r.confirmP99.toFixed(0)} ms`,
+      `${r.label.padEnd(22)} ${String(r.placed).padStart(7)} ${String(r.failures).padStart(7)} ${r.confirmedPerSecond.toFixed(0).padStart(12)}  ${r.placeP50.toFixed(1).padStart(7)} / ${r.placeP99.toFixed(1).padStart(6)} ms  ${placeOnly ? "       — (no saga)" : `${r.confirmP50.toFixed(0).padStart(8)} / ${r.confirmP99.toFixed(0)} ms`}`,
     );
   }
-  console.log("\nCPU ms per confirmed order (placing until settled):");
+  console.log(
+    placeOnly
+      ? "\nCPU ms per placed order (while placing):"
+      : "\nCPU ms per confirmed order (placing until settled):",
+  );
   for (const r of results) {
     const parts = Object.entries(r.cpuPerOrder).map(([name, ms]) => `${name} ${ms.toFixed(1)}`);
     console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
   }
-  console.log("\nEvents per EventSink.Deliver call (the relay's batches), by lane:");
-  for (const r of results) {
-    const parts = Object.entries(r.eventsPerCall).map(([lane, n]) => `${lane} ${n.toFixed(1)}`);
-    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
+  if (!placeOnly) {
+    console.log("\nEvents per EventSink.Deliver call (the relay's batches), by lane:");
+    for (const r of results) {
+      const parts = Object.entries(r.eventsPerCall).map(([lane, n]) => `${lane} ${n.toFixed(1)}`);
+      console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
+    }
   }
   if (results.length === 2) {
     const [direct, mesh] = results;
@@ -279,10 +290,12 @@ try {
       `ingress / direct: PlaceOrder p50 ×${(mesh.placeP50 / direct.placeP50).toFixed(2)}, p99 ×${(mesh.placeP99 / direct.placeP99).toFixed(2)}; confirmed/s ×${(mesh.confirmedPerSecond / direct.confirmedPerSecond).toFixed(2)}`,
     );
   }
-  console.log(
-    `orders ${report.orders.total}: ${report.orders.confirmed} confirmed, ${report.orders.cancelled} cancelled; invariants: ${report.violations.length ? report.violations.join("; ") : "all hold (none lost or stuck)"}`,
-  );
-  process.exitCode = report.violations.length ? 1 : 0;
+  if (report) {
+    console.log(
+      `orders ${report.orders.total}: ${report.orders.confirmed} confirmed, ${report.orders.cancelled} cancelled; invariants: ${report.violations.length ? report.violations.join("; ") : "all hold (none lost or stuck)"}`,
+    );
+    process.exitCode = report.violations.length ? 1 : 0;
+  }
 } finally {
   await shop.stop();
   rmSync(dataDir, { recursive: true, force: true });
@@ -290,6 +303,21 @@ try {
   for (const name of workloadNames)
     await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
   await sql.end();
+}
+
+/** The orders confirmed since sinceMs: how many, how many a second, each one's time to CONFIRMED. */
+async function confirmedSince(sinceMs) {
+  const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
+  const rows = await sql`
+    select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
+      from orders where status = 'CONFIRMED' and created_at >= ${new Date(sinceMs)}`;
+  await sql.end();
+  const lastConfirmed = Math.max(...rows.map((r) => r.updated_at.getTime()));
+  return {
+    done: rows.length,
+    perSecond: rows.length / ((lastConfirmed - sinceMs) / 1000),
+    toConfirmed: rows.map((r) => Number(r.ms)).sort((a, b) => a - b),
+  };
 }
 
 /** Per relay lane ("order→catalog"): events sent and calls made so far, from /metrics. */
