@@ -12,7 +12,7 @@
 // process spent per order. --place-only leaves the saga out (the order service publishes
 // OrderPlaced to nobody): what PlaceOrder's synchronous path costs on its own.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -175,6 +175,7 @@ try {
     const deadline = started + durationSeconds * 1000;
     const sinceMs = Date.now();
     const cpuBefore = cpuSample();
+    const switchesBefore = switchesSample();
     const batchesBefore = await relayBatches();
     if (rate > 0) {
       // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
@@ -218,6 +219,7 @@ try {
     const placingSeconds = (performance.now() - started) / 1000;
     if (!placeOnly) await settle(urls, 120_000);
     const cpu = cpuSince(cpuBefore);
+    const switchesAfter = switchesSample();
     const batches = await relayBatches();
     latencies.sort((a, b) => a - b);
     // Without the saga an order is done once placed.
@@ -239,6 +241,12 @@ try {
           const before = batchesBefore[lane] ?? { sum: 0, count: 0 };
           return [lane, (sum - before.sum) / Math.max(1, count - before.count)];
         }),
+      ),
+      switchesPerOrder: Object.fromEntries(
+        Object.entries(switchesAfter).map(([name, n]) => [
+          name,
+          (n - (switchesBefore[name] ?? 0)) / Math.max(1, done),
+        ]),
       ),
       cpuPerOrder: Object.fromEntries(
         Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, done)]),
@@ -275,6 +283,13 @@ try {
   );
   for (const r of results) {
     const parts = Object.entries(r.cpuPerOrder).map(([name, ms]) => `${name} ${ms.toFixed(1)}`);
+    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
+  }
+  console.log(
+    "\nContext switches per order (main threads; each is a wake-up, see bench/README.md):",
+  );
+  for (const r of results) {
+    const parts = Object.entries(r.switchesPerOrder).map(([name, n]) => `${name} ${n.toFixed(1)}`);
     console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
   }
   if (!placeOnly) {
@@ -358,6 +373,39 @@ function cpuSample() {
   sample.machine = (user + nice + system + irq + softirq) * ticksToMs;
   return sample;
 }
+// Context switches of each workload's main thread, this process's and all Postgres
+// processes' together, from /proc (Linux): each one is a wake-up, dear on a virtual machine.
+function switchesSample() {
+  const switchesOf = (pid) => {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      return [...status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)].reduce(
+        (sum, [, n]) => sum + Number(n),
+        0,
+      );
+    } catch {
+      return 0; // the process ended meanwhile
+    }
+  };
+  const sample = {};
+  for (const p of shop.processes) {
+    const pid = p.pid();
+    if (pid) sample[p.name] = switchesOf(pid);
+  }
+  sample["client+ingress"] = switchesOf(process.pid);
+  sample.postgres = 0;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres")
+        sample.postgres += switchesOf(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sample;
+}
+
 function cpuSince(before) {
   const now = cpuSample();
   const spent = Object.fromEntries(Object.keys(now).map((k) => [k, now[k] - (before[k] ?? 0)]));
