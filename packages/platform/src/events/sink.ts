@@ -87,8 +87,8 @@ export function createEventSink(
    * without them (their handlers' log lines then appear twice).
    */
   const applyAll = async (events: Applicable[]): Promise<boolean[]> => {
-    const outcome = await bus
-      .transaction(async (tx, publish) => {
+    try {
+      return await bus.transaction(async (tx, publish) => {
         // One statement records them all; the ids it returns are the events not seen before.
         // With several events the lock timeout is set first.
         const recorded = Promise.all([
@@ -141,16 +141,14 @@ export function createEventSink(
         const failed = handlerOutcomes.find((one) => one.status === "rejected");
         if (failed) throw failed.reason;
         return duplicates;
-      })
-      .catch((error: unknown) => {
-        if (error instanceof DuplicatesFound) return error;
-        throw error;
       });
-    if (!(outcome instanceof DuplicatesFound)) return outcome;
-    const { duplicates } = outcome;
-    const others = events.filter((_, i) => !duplicates[i]);
-    const again = others.length > 0 ? await applyAll(others) : [];
-    return duplicates.map((duplicate) => duplicate || again.shift()!);
+    } catch (error) {
+      if (!(error instanceof DuplicatesFound)) throw error;
+      const { duplicates } = error;
+      const others = events.filter((_, i) => !duplicates[i]);
+      const again = others.length > 0 ? await applyAll(others) : [];
+      return duplicates.map((duplicate) => duplicate || again.shift()!);
+    }
   };
 
   /** What the sender learns of a failed event; unexpected errors are logged, not sent. */
