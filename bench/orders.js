@@ -182,6 +182,9 @@ try {
       const total = Math.floor(durationSeconds * rate);
       let next = 0;
       let inFlight = 0;
+      // One timer at a time: a timer per completed order would pile up and the load generator
+      // would burn the cores it shares with the shop.
+      let timer;
       await new Promise((resolve) => {
         const pump = () => {
           const now = performance.now();
@@ -197,8 +200,12 @@ try {
                 else pump();
               });
           }
-          if (next < total && inFlight < concurrency) {
-            setTimeout(pump, Math.max(0, started + (next * 1000) / rate - performance.now()));
+          if (timer === undefined && next < total && inFlight < concurrency) {
+            const wait = Math.max(0, started + (next * 1000) / rate - performance.now());
+            timer = setTimeout(() => {
+              timer = undefined;
+              pump();
+            }, wait);
           }
         };
         pump();
