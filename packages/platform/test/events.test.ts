@@ -6,7 +6,8 @@ import {
   EventSchema,
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import { eq, sql } from "drizzle-orm";
+import { eq, type SQL, sql } from "drizzle-orm";
+import { PgDialect } from "drizzle-orm/pg-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test/system/processes.js";
 import {
@@ -489,30 +490,44 @@ describe("relay", () => {
     ]);
   });
 
-  it("records a delivery with its next claim, not in a round trip of its own", async () => {
+  it("takes its own commits' events without claiming them, and records them with the next poll's claim", async () => {
     const sink = await startRecordingEventSink();
     cleanups.push(() => sink.close());
-    // No poll within the test: only commits wake the relay.
+    // Every statement the relay sends, to see which ones claim.
+    const statements: string[] = [];
+    const db = new Proxy(producer.db, {
+      get: (target, property, receiver) =>
+        property === "execute"
+          ? (query: Parameters<typeof target.execute>[0]) => {
+              statements.push(new PgDialect().sqlToQuery(query as SQL).sql);
+              return target.execute(query);
+            }
+          : Reflect.get(target, property, receiver),
+    });
+    // No poll within the test: it is played by wake().
     const { bus, relay } = producerBus(
       { consumer: sink.url, slowpoke: sink.url },
-      { pollIntervalMs: 60_000 },
+      { db, pollIntervalMs: 60_000 },
     );
-    // Published before the relay starts, so that its first claim finds it and no wake-up
-    // arrives while that claim is under way (which would have it look again at once).
-    const first = await placeOrder(bus, crypto.randomUUID());
     relay.start();
+    // The lanes' first look, at start, finds nothing.
+    await eventually(() => expect(statements.filter((q) => /claimed as/.test(q))).toHaveLength(2));
+    statements.length = 0;
+    const first = await placeOrder(bus, crypto.randomUUID());
     const sent = () => sink.batches.reduce((a, b) => a + b, 0);
-    // One sink for both subscribers: each sent it once.
+    // One sink for both subscribers: each sent it once, and nothing was claimed.
     await eventually(() => expect(sent()).toBe(2));
     expect(sink.received.map((e) => e.id)).toEqual([first]);
-    // Accepted, but still leased to the relay: nothing was written for it yet.
+    expect(statements).toEqual([]);
+    // Written leased to the relay, as its first attempt; accepted, but nothing written since.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await deliveryStates(first)).toMatchObject([
       { subscriber: "consumer", status: "pending", attempts: 1 },
       { subscriber: "slowpoke", status: "pending", attempts: 1 },
     ]);
-    // The next commit's claim records it.
-    const second = await placeOrder(bus, crypto.randomUUID());
+    expect(statements).toEqual([]);
+    // The poll's claim records it.
+    relay.wake();
     await eventually(async () => {
       expect(await deliveryStates(first)).toMatchObject([
         { subscriber: "consumer", status: "delivered" },
@@ -520,12 +535,52 @@ describe("relay", () => {
       ]);
     });
     // Stopping records what finished last.
+    const second = await placeOrder(bus, crypto.randomUUID());
     await eventually(() => expect(sent()).toBe(4));
     await relay.stop();
     expect(await deliveryStates(second)).toMatchObject([
       { subscriber: "consumer", status: "delivered" },
       { subscriber: "slowpoke", status: "delivered" },
     ]);
+  });
+
+  it("claims what it has no room to take, and gives up what it took but did not send when it stops", async () => {
+    const sink = await startRecordingEventSink(undefined, { delayMs: 150 });
+    cleanups.push(() => sink.close());
+    // Room for 4 taken deliveries per lane (4 × concurrency × batch size).
+    const { bus, relay } = producerBus(
+      { consumer: sink.url, slowpoke: sink.url },
+      { concurrency: 1, batchSize: 1, pollIntervalMs: 60_000 },
+    );
+    relay.start();
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push(await placeOrder(bus, crypto.randomUUID()));
+    const leased = async () =>
+      rowsOf<{ leased: number; claimable: number }>(
+        await producer.db.execute(sql`
+          select count(*) filter (where lease_until > now())::int as leased,
+                 count(*) filter (where lease_until is null and attempts = 0)::int as claimable
+            from outbox_deliveries where status = 'pending'`),
+      )[0]!;
+    // Per lane: one call in flight, 4 taken behind it, the other 3 left to a claim.
+    const before = await leased();
+    expect(before.claimable).toBeGreaterThanOrEqual(2 * 3 - 2);
+    await relay.stop();
+    // Stopped: whatever it took and did not send is claimable at once, not when leases lapse.
+    const after = await leased();
+    expect(after.leased).toBe(0);
+    // A relay that starts now delivers the rest at once, each event once per subscriber.
+    const next = producerBus({ consumer: sink.url, slowpoke: sink.url }, { batchSize: 8 });
+    next.relay.start();
+    await eventually(async () => {
+      const states = rowsOf<{ status: string }>(
+        await producer.db.execute(sql`select status from outbox_deliveries`),
+      );
+      expect(states.filter((s) => s.status !== "delivered")).toEqual([]);
+    }, 5000);
+    await next.relay.stop();
+    expect(sink.batches.reduce((a, b) => a + b, 0)).toBe(16);
+    expect(new Set(sink.received.map((e) => e.id))).toEqual(new Set(ids));
   });
 
   it("parks only the malformed event of a call refused as a whole", async () => {

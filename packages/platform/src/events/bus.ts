@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { anyPack, timestampNow } from "@bufbuild/protobuf/wkt";
-import { EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { type Event, EventSchema } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { type SQL, sql } from "drizzle-orm";
 import { currentContext } from "../context.js";
 import { type AppDatabase, type Executor, writeAtCommit } from "../database.js";
@@ -36,22 +36,42 @@ export interface EventBus {
   readonly routes: ReadonlyMap<string, readonly string[]>;
   /**
    * Runs fn in one database transaction. Events published through `publish` commit or roll
-   * back with the rest of fn's writes; after a commit the relay is woken at once.
+   * back with the rest of fn's writes; after a commit the relay has them at once.
    */
   transaction<T>(fn: (tx: AnyExecutor, publish: Publish) => Promise<T>): Promise<T>;
   /**
    * Runs one statement that also writes `events` to the outbox. A statement is atomic on its
    * own: its writes and the events commit together in one round trip, with no BEGIN and
    * COMMIT to wait for. `statement` receives the outbox's WITH entries to put first in its
-   * WITH clause. After it, the relay is woken as after transaction(). Returns the
+   * WITH clause. After it, the relay has the events as after transaction(). Returns the
    * statement's result as the driver gives it.
    */
   executePublishing(events: Publication[], statement: (outbox: SQL) => SQL): Promise<unknown>;
   /**
-   * Called after a commit that published events, with the subscribers they are for (the
-   * relay subscribes here).
+   * Lets this process's relay take the deliveries it is ready for straight from the commit
+   * (see OutboxHandoff). Without one, every delivery waits for a relay to claim it.
    */
-  onCommit(listener: (subscribers: ReadonlySet<string>) => void): void;
+  handOffTo(handoff: OutboxHandoff): void;
+}
+
+/** A committed event, as the relay delivers it. */
+export interface CommittedEvent {
+  id: string;
+  event: Event;
+  envelope: Uint8Array;
+}
+
+/**
+ * The committing process's relay, which already has the events it would otherwise claim
+ * back from the table. The deliveries it takes are written leased to it, so no other relay
+ * claims them while it delivers; should it die first, the leases run out and a claim finds
+ * them like any other.
+ */
+export interface OutboxHandoff {
+  /** How long a delivery to `subscriber` written now is leased to this relay; 0 if not taken. */
+  leaseMsFor(subscriber: string): number;
+  /** After the commit: the taken events, by subscriber, and the subscribers left to claim. */
+  committed(taken: ReadonlyMap<string, CommittedEvent[]>, toClaim: ReadonlySet<string>): void;
 }
 
 export interface EventBusOptions {
@@ -71,10 +91,10 @@ export function createEventBus(options: EventBusOptions): EventBus {
       options.subscriptions.get(schema.typeName) ?? [],
     ]),
   );
-  const listeners: ((subscribers: ReadonlySet<string>) => void)[] = [];
+  let handoff: OutboxHandoff | undefined;
 
-  /** An event ready to write, as one element of the JSON the flush sends. */
-  const rowOf = <Desc extends DescMessage>(
+  /** An event ready to write, and the subscribers it goes to. */
+  const pendingOf = <Desc extends DescMessage>(
     schema: Desc,
     data: MessageShape<Desc>,
     subject: string,
@@ -94,67 +114,95 @@ export function createEventBus(options: EventBusOptions): EventBus {
       tracestate: context?.propagation.tracestate ?? "",
       data: anyPack(schema, data),
     });
-    return {
-      id: event.id,
-      type: event.type,
-      subject,
-      envelope: Buffer.from(toBinary(EventSchema, event)).toString("base64"),
-      subscribers,
-    };
+    return { id: event.id, event, envelope: toBinary(EventSchema, event), subscribers };
   };
+  type Pending = ReturnType<typeof pendingOf>;
 
-  /** The WITH entries that write the events and their deliveries to the outbox. */
-  const outboxEntries = (rows: ReturnType<typeof rowOf>[]) => sql`
+  /**
+   * The WITH entries that write the events and their deliveries to the outbox, and what to
+   * tell the relay once they are committed. A delivery the relay takes is written leased to
+   * it and counted as its first attempt, as a claim would have.
+   */
+  const outboxWrite = (events: Pending[]) => {
+    const subscribers = new Set(events.flatMap((e) => e.subscribers));
+    const leases = new Map<string, number>();
+    for (const subscriber of subscribers) {
+      const leaseMs = handoff?.leaseMsFor(subscriber) ?? 0;
+      if (leaseMs > 0) leases.set(subscriber, leaseMs);
+    }
+    const rows = events.map((e) => ({
+      id: e.id,
+      type: e.event.type,
+      subject: e.event.subject,
+      envelope: Buffer.from(e.envelope.buffer, e.envelope.byteOffset, e.envelope.length).toString(
+        "base64",
+      ),
+      subscribers: e.subscribers,
+      lease_ms: e.subscribers.map((s) => leases.get(s) ?? 0),
+    }));
+    const entries = sql`
       outbox_event as (
         select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-          as e(id uuid, type text, subject text, envelope text, subscribers text[])),
+          as e(id uuid, type text, subject text, envelope text, subscribers text[], lease_ms int[])),
       outbox_stored as (
         insert into ${outboxEvents} (id, type, subject, envelope)
         select id, type, subject, decode(envelope, 'base64') from outbox_event),
       outbox_delivery as (
-        insert into ${outboxDeliveries} (event_id, subscriber)
-        select outbox_event.id, subscriber
-          from outbox_event, unnest(outbox_event.subscribers) as subscriber)`;
-
-  /**
-   * One statement for every event of a transaction and their deliveries, sent with the
-   * COMMIT where the driver allows.
-   */
-  async function flush(tx: AnyExecutor, rows: ReturnType<typeof rowOf>[]) {
-    if (rows.length === 0) return;
-    await writeAtCommit(tx, sql`with ${outboxEntries(rows)} select count(*) from outbox_event`);
-  }
-
-  const notify = (subscribers: ReadonlySet<string>) => {
-    if (subscribers.size > 0) for (const listener of listeners) listener(subscribers);
+        insert into ${outboxDeliveries} (event_id, subscriber, attempts, lease_until)
+        select outbox_event.id, delivery.subscriber, (delivery.lease_ms > 0)::int,
+               case when delivery.lease_ms > 0
+                    then now() + delivery.lease_ms * interval '1 millisecond' end
+          from outbox_event,
+               unnest(outbox_event.subscribers, outbox_event.lease_ms) as delivery(subscriber, lease_ms))`;
+    const committed = () => {
+      if (!handoff || subscribers.size === 0) return;
+      const taken = new Map<string, CommittedEvent[]>();
+      for (const subscriber of leases.keys()) {
+        taken.set(
+          subscriber,
+          events
+            .filter((e) => e.subscribers.includes(subscriber))
+            .map(({ id, event, envelope }) => ({ id, event, envelope })),
+        );
+      }
+      handoff.committed(taken, new Set([...subscribers].filter((s) => !leases.has(s))));
+    };
+    return { entries, committed };
   };
 
   return {
     routes,
     async transaction(fn) {
-      const notified = new Set<string>();
+      let committed: (() => void) | undefined;
       const result = await options.db.transaction(async (tx) => {
-        const rows: ReturnType<typeof rowOf>[] = [];
+        const events: Pending[] = [];
         const value = await fn(tx, async (schema, data, subject) => {
-          const row = rowOf(schema, data, subject);
-          rows.push(row);
-          for (const subscriber of row.subscribers) notified.add(subscriber);
-          return row.id;
+          const pending = pendingOf(schema, data, subject);
+          events.push(pending);
+          return pending.id;
         });
-        await flush(tx, rows);
+        // One statement for every event of the transaction and their deliveries, sent with
+        // the COMMIT where the driver allows.
+        if (events.length > 0) {
+          const write = outboxWrite(events);
+          await writeAtCommit(tx, sql`with ${write.entries} select count(*) from outbox_event`);
+          committed = write.committed;
+        }
         return value;
       });
-      notify(notified);
+      committed?.();
       return result;
     },
-    async executePublishing(events, statement) {
-      const rows = events.map(({ schema, data, subject }) => rowOf(schema, data, subject));
-      const result = await options.db.execute(statement(outboxEntries(rows)));
-      notify(new Set(rows.flatMap((row) => row.subscribers)));
+    async executePublishing(publications, statement) {
+      const write = outboxWrite(
+        publications.map(({ schema, data, subject }) => pendingOf(schema, data, subject)),
+      );
+      const result = await options.db.execute(statement(write.entries));
+      write.committed();
       return result;
     },
-    onCommit(listener) {
-      listeners.push(listener);
+    handOffTo(relay) {
+      handoff = relay;
     },
   };
 }

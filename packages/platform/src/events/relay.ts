@@ -1,7 +1,11 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeFromString } from "@connectrpc/connect/protocol-connect";
-import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import {
+  type Event,
+  EventSchema,
+  EventSinkService,
+} from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { createPeerClient } from "../client.js";
 import { contextFromHeaders, newContext, runWithContext } from "../context.js";
@@ -46,6 +50,14 @@ interface Claimed {
   subscriber: string;
   attempts: number;
   envelope: Uint8Array;
+  /** Decoded already when handed over by the committing code. */
+  event?: Event;
+}
+
+/** A delivery handed over at commit, leased to this relay since then. */
+interface Taken {
+  row: Claimed;
+  leasedUntil: number;
 }
 
 interface Outcome {
@@ -61,6 +73,11 @@ const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
  * Delivers committed outbox events to their subscribers, at least once. Each subscriber has
  * its own lane, so a slow or absent consumer delays only its own events. Rows are claimed
  * with FOR UPDATE SKIP LOCKED and a lease, so several replicas can relay at once.
+ *
+ * What this process commits, the relay takes from the commit instead (the bus writes those
+ * deliveries leased to it): no claim round trip per hop. A lane takes at most a few batches
+ * that way; beyond that, and for retries and other replicas' events, it claims. A poll
+ * claims what is due and records what was delivered since the last claim.
  *
  * A lane keeps up to `concurrency` calls in flight. Events that became due while every slot
  * was busy go out together in the next call (up to `batchSize`): when idle, each event leaves
@@ -89,13 +106,25 @@ export function createRelay(options: RelayOptions): Relay {
   );
 
   let running = false;
+  let poll: NodeJS.Timeout | undefined;
   const lanes: Promise<void>[] = [];
   /** Per subscriber: events may be due (a commit, a poll, a full claim); and its waiting lane. */
   const due = new Map(subscribers.map((s) => [s, true]));
   const wakers = new Map<string, () => void>();
+  /** Per subscriber: deliveries handed over at commit, not yet sent. */
+  const taken = new Map(subscribers.map((s) => [s, [] as Taken[]]));
+  const mostTaken = 4 * concurrency * batchSize;
 
-  /** Marks the given deliveries delivered, then claims up to `limit` due ones: one statement. */
-  async function claim(subscriber: string, limit: number, delivered: string[]): Promise<Claimed[]> {
+  /**
+   * Marks the given deliveries delivered (and gives up the leases of `released`, taken but
+   * not sent), then claims up to `limit` due ones: one statement.
+   */
+  async function claim(
+    subscriber: string,
+    limit: number,
+    delivered: string[],
+    released: string[] = [],
+  ): Promise<Claimed[]> {
     // The rows marked here are leased by this relay, so the claim below does not pick them
     // (had a lease run out, the claim might win and the event go out once more: harmless).
     const marking = delivered.length
@@ -104,8 +133,13 @@ export function createRelay(options: RelayOptions): Relay {
              set status = 'delivered', delivered_at = now(), lease_until = null, last_error = null
            where subscriber = ${subscriber} and event_id = any(${arrayLiteral(delivered)}::uuid[])),`
       : sql``;
+    const releasing = released.length
+      ? sql`released as (
+          update outbox_deliveries set lease_until = null, attempts = attempts - 1
+           where subscriber = ${subscriber} and event_id = any(${arrayLiteral(released)}::uuid[])),`
+      : sql``;
     const result = await db.execute(sql`
-      with ${marking} claimed as (
+      with ${marking} ${releasing} claimed as (
         update outbox_deliveries d
            set lease_until = now() + ${`${leaseMs} milliseconds`}::interval, attempts = d.attempts + 1
           from outbox_events e
@@ -126,7 +160,7 @@ export function createRelay(options: RelayOptions): Relay {
   /** One call carrying the rows' events; what became of each. */
   async function deliver(subscriber: string, rows: Claimed[]): Promise<Outcome[]> {
     options.metrics?.outboxBatchEvents.observe({ subscriber }, rows.length);
-    const events = rows.map((row) => fromBinary(EventSchema, row.envelope));
+    const events = rows.map((row) => row.event ?? fromBinary(EventSchema, row.envelope));
     // One event travels in its own trace (Jaeger shows the hop in the order's trace); a batch
     // gets a trace of its own, and the consumer applies each event in the event's trace.
     const context =
@@ -244,10 +278,6 @@ export function createRelay(options: RelayOptions): Relay {
       }
       return outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
     };
-    const recordFinished = async () => {
-      const delivered = await takeFinished();
-      if (delivered.length > 0) await claimOrRepeat(0, delivered);
-    };
     /** claim(), but a failure only costs time: unrecorded deliveries repeat, consumers dedupe. */
     const claimOrRepeat = async (limit: number, delivered: string[]) => {
       try {
@@ -260,68 +290,127 @@ export function createRelay(options: RelayOptions): Relay {
         return [];
       }
     };
+    /** Up to `limit` handed-over deliveries; any whose lease is running out are left to a claim. */
+    const takeHandedOver = (limit: number) => {
+      const queue = taken.get(subscriber)!;
+      const fresh = Date.now() + leaseMs / 2;
+      let stale = 0;
+      while (stale < queue.length && queue[stale]!.leasedUntil < fresh) stale++;
+      return queue
+        .splice(0, stale + limit)
+        .slice(stale)
+        .map((t) => t.row);
+    };
     while (running) {
-      let claimed: Claimed[] = [];
+      let rows: Claimed[] = [];
       const free = concurrency - inFlight.size;
-      // A finished delivery wakes the lane too; only look for events if some may be due.
-      if (free > 0 && due.get(subscriber)) {
-        due.set(subscriber, false);
-        // Recording what finished rides along with the claim.
-        claimed = await claimOrRepeat(free * batchSize, await takeFinished());
-        // A full claim suggests more are due.
-        if (claimed.length === free * batchSize) due.set(subscriber, true);
+      if (free > 0) {
+        const room = free * batchSize;
+        // What was handed over is older than anything a claim can find but retries: while
+        // some of a lane's events are left to claims, it takes no more (see leaseMsFor).
+        const handedOver = takeHandedOver(room);
+        // A finished delivery wakes the lane too; only look for events if some may be due.
+        if (handedOver.length < room && due.get(subscriber)) {
+          due.set(subscriber, false);
+          const limit = room - handedOver.length;
+          // Recording what finished rides along with the claim.
+          rows = await claimOrRepeat(limit, await takeFinished());
+          // A full claim suggests more are due.
+          if (rows.length === limit) due.set(subscriber, true);
+        }
+        rows.unshift(...handedOver);
       }
-      for (const batch of split(claimed, free)) {
+      for (const batch of split(rows, free)) {
         const delivery: Promise<void> = deliver(subscriber, batch).then((outcomes) => {
           finished.push(...outcomes);
           inFlight.delete(delivery);
         });
         inFlight.add(delivery);
       }
-      // What finished is recorded with the next claim: the next commit's wake-up, or the
-      // poll, whichever comes first. Alone it would cost a round trip of its own for each
-      // call, which at low load is every event; until then the rows stay leased to this
-      // relay (were it to die, they would be delivered again, and consumers dedupe).
-      // Look again as soon as a slot is free if events may be due.
-      if (due.get(subscriber) && inFlight.size < concurrency) continue;
+      // What finished is recorded with the next claim: the poll's, or one for events a
+      // commit left to claim, whichever comes first. Alone it would cost a round trip of its
+      // own for each call, which at low load is every event; until then the rows stay leased
+      // to this relay (were it to die, they would be delivered again, and consumers dedupe).
+      // Go on at once while a slot is free and events wait.
+      const waiting = due.get(subscriber) || taken.get(subscriber)!.length > 0;
+      if (waiting && inFlight.size < concurrency) continue;
       // stop() may have come while this lane was claiming: its wake-up found nobody waiting.
       if (!running) break;
       await new Promise<void>((resolve) => {
         const done = () => {
-          clearTimeout(timer);
           wakers.delete(subscriber);
           resolve();
         };
-        const timer = setTimeout(() => {
-          due.set(subscriber, true);
-          done();
-        }, pollIntervalMs);
         wakers.set(subscriber, done);
         // A finished delivery frees a slot and has outcomes to record.
         for (const delivery of inFlight) delivery.then(done);
       });
     }
     await Promise.all(inFlight);
-    await recordFinished();
+    // Handed over but never sent: their leases are given up, for whichever relay claims next.
+    const unsent = taken
+      .get(subscriber)!
+      .splice(0)
+      .map((t) => t.row.event_id);
+    const delivered = await takeFinished();
+    if (delivered.length > 0 || unsent.length > 0) {
+      try {
+        await claim(subscriber, 0, delivered, unsent);
+      } catch (error) {
+        logger.warn(
+          { err: error, subscriber },
+          "cannot record deliveries or give up leases; they repeat once the leases run out",
+        );
+      }
+    }
   }
 
+  const wakeLane = (subscriber: string) => wakers.get(subscriber)?.();
   const wake = (only?: ReadonlySet<string>) => {
     for (const subscriber of subscribers) {
       if (only && !only.has(subscriber)) continue;
       due.set(subscriber, true);
-      wakers.get(subscriber)?.();
+      wakeLane(subscriber);
     }
   };
-  options.bus.onCommit(wake);
+
+  options.bus.handOffTo({
+    // A lane that is stopped or behind takes nothing: those deliveries are claimed in turn.
+    // Nor does one with events to claim, so that newer events do not overtake them.
+    leaseMsFor: (subscriber) =>
+      running && !due.get(subscriber) && (taken.get(subscriber)?.length ?? mostTaken) < mostTaken
+        ? leaseMs
+        : 0,
+    committed(handedOver, toClaim) {
+      const leasedUntil = Date.now() + leaseMs;
+      for (const [subscriber, events] of handedOver) {
+        const queue = taken.get(subscriber);
+        // Stopped since: the leases run out and the events are claimed.
+        if (!queue || !running) continue;
+        for (const { id, event, envelope } of events) {
+          queue.push({
+            row: { event_id: id, subscriber, attempts: 1, envelope, event },
+            leasedUntil,
+          });
+        }
+        wakeLane(subscriber);
+      }
+      wake(toClaim);
+    },
+  });
 
   return {
     start() {
       if (running) return;
       running = true;
       for (const subscriber of subscribers) lanes.push(lane(subscriber));
+      // On a clock of its own: a lane kept busy by its own events still polls.
+      poll = setInterval(wake, pollIntervalMs);
+      poll.unref();
     },
     async stop() {
       running = false;
+      clearInterval(poll);
       for (const waker of [...wakers.values()]) waker();
       await Promise.all(lanes.splice(0));
     },

@@ -38,10 +38,12 @@ export interface RecordingEventSink extends TestServer {
 /**
  * A stand-in for a subscriber of a service's events: an EventSinkService on a free loopback
  * port that keeps every event a relay delivers and, like a real sink, answers `duplicate`
- * for an event id it already has. `routes` serves more of the peer's services on that port.
+ * for an event id it already has. `routes` serves more of the peer's services on that port;
+ * `delayMs` makes every call take that long (a slow consumer).
  */
 export async function startRecordingEventSink(
   routes?: (router: ConnectRouter) => void,
+  { delayMs = 0 }: { delayMs?: number } = {},
 ): Promise<RecordingEventSink> {
   const received: Event[] = [];
   const batches: number[] = [];
@@ -49,6 +51,7 @@ export async function startRecordingEventSink(
     router.service(EventSinkService, {
       async deliver(request) {
         batches.push(request.events.length);
+        if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
         const results = request.events.map((event) => {
           const duplicate = received.some((seen) => seen.id === event.id);
           if (!duplicate) received.push(event);
