@@ -583,6 +583,43 @@ describe("relay", () => {
     expect(new Set(sink.received.map((e) => e.id))).toEqual(new Set(ids));
   });
 
+  it("leaves what a replica took at commit to it until the lease runs out, should it die", async () => {
+    const sink = await startRecordingEventSink();
+    cleanups.push(() => sink.close());
+    // A replica whose relay takes its commit's events and dies before sending them.
+    const dying = createEventBus({
+      source: "producer",
+      db: producer.db,
+      subscriptions,
+      produces: [OrderPlacedSchema],
+    });
+    let handedOver = 0;
+    dying.handOffTo({
+      leaseMsFor: () => 500,
+      committed: (taken) => {
+        for (const events of taken.values()) handedOver += events.length;
+      },
+    });
+    const survivor = producerBus(
+      { consumer: sink.url, slowpoke: sink.url },
+      { pollIntervalMs: 50 },
+    );
+    survivor.relay.start();
+    const eventId = await placeOrder(dying, crypto.randomUUID());
+    const committedAt = Date.now();
+    expect(handedOver).toBe(2);
+    // The survivor polls every 50 ms, but claims the deliveries only once their lease lapsed.
+    await eventually(() => expect(sink.batches.reduce((a, b) => a + b, 0)).toBe(2), 3000);
+    expect(Date.now() - committedAt).toBeGreaterThanOrEqual(400);
+    expect(sink.received.map((e) => e.id)).toEqual([eventId]);
+    await eventually(async () => {
+      expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    });
+  });
+
   it("parks only the malformed event of a call refused as a whole", async () => {
     const { bus, relay } = producerBus({ consumer: consumer.url }, { concurrency: 1 });
     const orderId = crypto.randomUUID();
