@@ -160,9 +160,7 @@ export function createEventBus(options: EventBusOptions): EventBus {
       for (const subscriber of leases.keys()) {
         taken.set(
           subscriber,
-          events
-            .filter((e) => e.subscribers.includes(subscriber))
-            .map(({ id, event, envelope }) => ({ id, event, envelope })),
+          events.filter((e) => e.subscribers.includes(subscriber)),
         );
       }
       handoff.committed(taken, new Set([...subscribers].filter((s) => !leases.has(s))));
