@@ -12,15 +12,14 @@
 // process spent per order. --place-only leaves the saga out (the order service publishes
 // OrderPlaced to nobody): what PlaceOrder's synchronous path costs on its own.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
-import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connectPostgres } from "@thinmesh/platform";
 import { checkInvariants, settle, snapshotStock } from "../mesh/local/dist/invariants.js";
-import { devAdmin, startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
-import { freePort } from "./ports.js";
+import { devAdmin } from "../mesh/local/dist/shop.js";
+import { cpuSample, cpuSince, machine, startBenchShop, switchesSample } from "./shop.js";
 
 const { values } = parseArgs({
   options: {
@@ -36,17 +35,6 @@ const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
 const placeOnly = values["place-only"];
-// On this machine the services reach Postgres through its Unix socket if there is one (as a
-// deployment next to its database would), else over TCP; DATABASE_URL decides if set.
-const socketDirectory = "/var/run/postgresql";
-const serverUrl =
-  process.env.DATABASE_URL ??
-  (existsSync(`${socketDirectory}/.s.PGSQL.5432`)
-    ? `postgres://postgres@localhost/postgres?host=${socketDirectory}`
-    : "postgres://postgres@127.0.0.1:5432/postgres");
-const root = join(import.meta.dirname, "..");
-const prefix = `bench_orders_${randomBytes(3).toString("hex")}`;
-
 const percentile = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
@@ -83,38 +71,20 @@ function rpc(base, path, body, token) {
   });
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-bench-"));
-const noSubscriptions = join(dataDir, "no-subscriptions.yaml");
-writeFileSync(noSubscriptions, "subscriptions: {}\n");
-const shop = await startLocalShop({
-  root,
-  ingressPort: await freePort(),
-  basePort: await freePort(),
-  databaseUrl: serverUrl,
-  databasePrefix: prefix,
-  dataDir,
-  logLevel: "warn",
-  env: {
+const bench = await startBenchShop("orders", (dataDir) => {
+  const noSubscriptions = join(dataDir, "no-subscriptions.yaml");
+  writeFileSync(noSubscriptions, "subscriptions: {}\n");
+  return {
     catalog: { OUTBOX_POLL_MS: "200" },
     order: {
       OUTBOX_POLL_MS: "200",
+      // The order service publishes OrderPlaced to nobody: the saga stays out.
       ...(placeOnly && { EVENT_SUBSCRIPTIONS_FILE: noSubscriptions }),
     },
     payment: { OUTBOX_POLL_MS: "200" },
-  },
-  events: {
-    line: (name, line) => /"level":"(error|fatal)"/.test(line) && console.error(name, line),
-    event: () => {},
-  },
-  onHop: () => {},
+  };
 });
-const urls = Object.fromEntries(
-  workloadNames.map((name) => {
-    const url = new URL(serverUrl);
-    url.pathname = `/${prefix}_${name}`;
-    return [name, url.toString()];
-  }),
-);
+const { shop, databaseUrls: urls } = bench;
 
 try {
   await shop.ready(90_000);
@@ -174,8 +144,8 @@ try {
     const started = performance.now();
     const deadline = started + durationSeconds * 1000;
     const sinceMs = Date.now();
-    const cpuBefore = cpuSample();
-    const switchesBefore = switchesSample();
+    const cpuBefore = cpuSample(shop);
+    const switchesBefore = switchesSample(shop);
     const batchesBefore = await relayBatches();
     if (rate > 0) {
       // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
@@ -225,8 +195,8 @@ try {
     }
     const placingSeconds = (performance.now() - started) / 1000;
     if (!placeOnly) await settle(urls, 120_000);
-    const cpu = cpuSince(cpuBefore);
-    const switchesAfter = switchesSample();
+    const cpu = cpuSince(shop, cpuBefore);
+    const switchesAfter = switchesSample(shop);
     const batches = await relayBatches();
     latencies.sort((a, b) => a - b);
     // Without the saga an order is done once placed.
@@ -273,7 +243,7 @@ try {
   const report = placeOnly ? undefined : await checkInvariants(urls, before);
 
   console.log(
-    `\n${rate > 0 ? `offered ${rate} orders/s, at most ${concurrency} in flight` : `closed loop, concurrency ${concurrency}`}; ${placeOnly ? "PlaceOrder only, no saga; " : ""}${os()}`,
+    `\n${rate > 0 ? `offered ${rate} orders/s, at most ${concurrency} in flight` : `closed loop, concurrency ${concurrency}`}; ${placeOnly ? "PlaceOrder only, no saga; " : ""}${machine()}`,
   );
   console.log(
     `phase                   placed  failed  ${placeOnly ? "   placed/s" : "confirmed/s"}  PlaceOrder p50/p99     to CONFIRMED p50/p99`,
@@ -319,12 +289,7 @@ try {
     process.exitCode = report.violations.length ? 1 : 0;
   }
 } finally {
-  await shop.stop();
-  rmSync(dataDir, { recursive: true, force: true });
-  const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-  for (const name of workloadNames)
-    await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
-  await sql.end();
+  await bench.close();
 }
 
 /** The orders confirmed since sinceMs: how many, how many a second, each one's time to CONFIRMED. */
@@ -355,70 +320,4 @@ async function relayBatches() {
     }
   }
   return lanes;
-}
-
-function os() {
-  const database = new URL(serverUrl).searchParams.get("host") ? "Unix socket" : "TCP";
-  return `node ${process.version}, ${cpus().length} cores, Postgres over ${database}`;
-}
-
-// CPU time in ms: each workload's process, this process (the client and the ingress), and the
-// rest of the machine (Postgres, mostly), from /proc (Linux).
-function cpuSample() {
-  const ticksToMs = 10; // USER_HZ is 100 on Linux
-  const sample = {};
-  for (const p of shop.processes) {
-    const pid = p.pid();
-    if (!pid) continue;
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    sample[p.name] = (Number(fields[11]) + Number(fields[12])) * ticksToMs;
-  }
-  const usage = process.cpuUsage();
-  sample["client+ingress"] = (usage.user + usage.system) / 1000;
-  const [, ...total] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
-  const [user, nice, system, , , irq, softirq] = total.map(Number);
-  sample.machine = (user + nice + system + irq + softirq) * ticksToMs;
-  return sample;
-}
-// Context switches of each workload's main thread, this process's and all Postgres
-// processes' together, from /proc (Linux): each one is a wake-up, dear on a virtual machine.
-function switchesSample() {
-  const switchesOf = (pid) => {
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, "utf8");
-      return [...status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)].reduce(
-        (sum, [, n]) => sum + Number(n),
-        0,
-      );
-    } catch {
-      return 0; // the process ended meanwhile
-    }
-  };
-  const sample = {};
-  for (const p of shop.processes) {
-    const pid = p.pid();
-    if (pid) sample[p.name] = switchesOf(pid);
-  }
-  sample["client+ingress"] = switchesOf(process.pid);
-  sample.postgres = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres")
-        sample.postgres += switchesOf(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return sample;
-}
-
-function cpuSince(before) {
-  const now = cpuSample();
-  const spent = Object.fromEntries(Object.keys(now).map((k) => [k, now[k] - (before[k] ?? 0)]));
-  const { machine, ...processes } = spent;
-  spent.rest = machine - Object.values(processes).reduce((a, b) => a + b, 0);
-  delete spent.machine;
-  spent.total = machine;
-  return spent;
 }
