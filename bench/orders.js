@@ -2,12 +2,13 @@
 // Places orders through the local ingress (and, for comparison, directly to the order
 // service) against the real Postgres, then checks the saga's invariants. Usage (after
 // npm run build):
-//   node bench/orders.js [--rate 200] [--seconds 30] [--concurrency 32] [--direct-seconds 10]
-//                        [--place-only]
+//   node bench/orders.js [--rate 200] [--seconds 30 | --orders N] [--concurrency 32]
+//                        [--direct-seconds 10] [--place-only]
 // --rate R offers R orders/s (an open loop, as real users do: a slow answer does not slow the
 // arrivals) with at most --concurrency in flight; latency counts from when an order was due,
 // so time spent waiting for a free slot is not hidden. --rate 0 is a closed loop instead:
 // --concurrency workers each placing their next order as soon as the last one is answered.
+// --orders N places N orders through the ingress instead of placing for --seconds.
 // Prints confirmed orders/s, PlaceOrder p50/p99, time-to-CONFIRMED p50/p99 and the CPU each
 // process spent per order. --place-only leaves the saga out (the order service publishes
 // OrderPlaced to nobody): what PlaceOrder's synchronous path costs on its own.
@@ -25,6 +26,7 @@ const { values } = parseArgs({
   options: {
     rate: { type: "string", default: "200" },
     seconds: { type: "string", default: "30" },
+    orders: { type: "string" },
     concurrency: { type: "string", default: "32" },
     "direct-seconds": { type: "string", default: "10" },
     "place-only": { type: "boolean", default: false },
@@ -32,6 +34,10 @@ const { values } = parseArgs({
 });
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
+const orderCount = values.orders === undefined ? undefined : Number(values.orders);
+if (orderCount !== undefined && !(Number.isInteger(orderCount) && orderCount > 0)) {
+  throw new Error(`--orders must be a whole number above 0, got ${values.orders}`);
+}
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
 const placeOnly = values["place-only"];
@@ -134,7 +140,8 @@ try {
       users[worker % users.length],
     );
   }
-  async function phase(label, base, durationSeconds) {
+  /** Places orders for durationSeconds, or exactly `orders` of them if given. */
+  async function phase(label, base, durationSeconds, orders) {
     const latencies = [];
     let failures = 0;
     const fail = (error) => {
@@ -149,7 +156,7 @@ try {
     const batchesBefore = await relayBatches();
     if (rate > 0) {
       // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
-      const total = Math.floor(durationSeconds * rate);
+      const total = orders ?? Math.floor(durationSeconds * rate);
       let next = 0;
       let inFlight = 0;
       // One timer at a time: a timer per completed order would pile up and the load generator
@@ -181,9 +188,12 @@ try {
         pump();
       });
     } else {
+      let placing = 0;
+      const more = () => (orders === undefined ? performance.now() < deadline : placing < orders);
       await Promise.all(
         users.map(async (_, worker) => {
-          for (let n = 0; performance.now() < deadline; n++) {
+          for (let n = 0; more(); n++) {
+            placing++;
             const t0 = performance.now();
             await placeOrder(base, worker, n).then(
               () => latencies.push(performance.now() - t0),
@@ -238,7 +248,7 @@ try {
   const results = [];
   if (directSeconds > 0)
     results.push(await phase("direct to order", shop.workloadUrls.order, directSeconds));
-  results.push(await phase("through the ingress", ingress, seconds));
+  results.push(await phase("through the ingress", ingress, seconds, orderCount));
   // Without the saga every order stays PENDING: there is nothing to check.
   const report = placeOnly ? undefined : await checkInvariants(urls, before);
 
