@@ -48,7 +48,7 @@ const traceparentPattern = /^[\da-f]{2}-([\da-f]{32})-([\da-f]{16})-[\da-f]{2}$/
  * front, or a direct call), a request id and a W3C traceparent are started here so that the
  * log lines and every downstream call still share one trace id.
  */
-export function contextFromHeaders(headers: Headers): RequestContext {
+export function contextFromHeaders(headers: Pick<Headers, "get">): RequestContext {
   const propagation: Record<string, string> = {};
   for (const name of propagatedHeaders) {
     const value = headers.get(name);
@@ -76,5 +76,22 @@ function traceIdOf(propagation: Record<string, string>): string | undefined {
 
 /** A fresh context for work that does not start from a request (startup, background jobs). */
 export function newContext(): RequestContext {
-  return contextFromHeaders(new Headers());
+  return contextFromHeaders(noHeaders);
+}
+
+const noHeaders = { get: () => null };
+
+/**
+ * The context of work an event causes, in the event's trace: its traceparent and tracestate
+ * are the trace headers of the step that published it.
+ */
+export function contextOfTrace({
+  traceparent,
+  tracestate,
+}: {
+  traceparent: string;
+  tracestate: string;
+}): RequestContext {
+  const headers: Record<string, string> = { traceparent, tracestate };
+  return contextFromHeaders({ get: (name) => headers[name] || null });
 }

@@ -17,6 +17,7 @@ import {
   createLogger,
   createMetrics,
   createRelay,
+  currentContext,
   type Database,
   type EventBus,
   isUniqueViolation,
@@ -372,6 +373,26 @@ describe("a delivery of several events", () => {
     ]);
     expect(response.results?.map((r) => r.error)).toEqual([undefined, undefined, undefined]);
     expect(steps).toEqual(["start a1", "start b1", "end a1", "start a2", "end b1", "end a2"]);
+  });
+
+  it("runs each event's handler in the trace of the step that published it", async () => {
+    const traceOf = new Map<string, string | undefined>();
+    const deliver = inProcessSink(async (placed) => {
+      traceOf.set(placed.orderId, currentContext()?.traceId);
+    });
+    const traced = (orderId: string, traceId: string) =>
+      buildEventEnvelope(
+        OrderPlacedSchema,
+        { orderId },
+        { source: "producer", subject: orderId, traceparent: `00-${traceId}-1111222233334444-01` },
+      );
+    const [first, second] = ["1".repeat(32), "2".repeat(32)];
+    await deliver([traced("one", first), traced("two", second), placedAbout("three", "three")]);
+    expect(traceOf.get("one")).toBe(first);
+    expect(traceOf.get("two")).toBe(second);
+    // Published outside any trace: a trace of its own.
+    expect(traceOf.get("three")).toMatch(/^[\da-f]{32}$/);
+    expect([first, second]).not.toContain(traceOf.get("three"));
   });
 
   it("undoes what the handlers did when some events were seen before, then applies the rest once", async () => {

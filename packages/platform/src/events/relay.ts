@@ -8,7 +8,7 @@ import {
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { createPeerClient } from "../client.js";
-import { contextFromHeaders, newContext, runWithContext } from "../context.js";
+import { contextOfTrace, newContext, runWithContext } from "../context.js";
 import { type AppDatabase, arrayLiteral, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -163,17 +163,7 @@ export function createRelay(options: RelayOptions): Relay {
     const events = rows.map((row) => row.event ?? fromBinary(EventSchema, row.envelope));
     // One event travels in its own trace (Jaeger shows the hop in the order's trace); a batch
     // gets a trace of its own, and the consumer applies each event in the event's trace.
-    const context =
-      events.length === 1
-        ? contextFromHeaders(
-            new Headers(
-              Object.entries({
-                traceparent: events[0]!.traceparent,
-                tracestate: events[0]!.tracestate,
-              }).filter(([, v]) => v),
-            ),
-          )
-        : newContext();
+    const context = events.length === 1 ? contextOfTrace(events[0]!) : newContext();
     return runWithContext(context, async () => {
       try {
         const { results } = await clients

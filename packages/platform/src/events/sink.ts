@@ -10,7 +10,7 @@ import {
   type EventSinkService,
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
-import { contextFromHeaders, currentContext, runWithContext } from "../context.js";
+import { contextOfTrace, currentContext, runWithContext } from "../context.js";
 import { rowsOf } from "../database.js";
 import { toConnectError } from "../interceptors.js";
 import type { Logger } from "../logger.js";
@@ -237,10 +237,7 @@ function contextOfEvent(event: Event) {
   const current = currentContext();
   const traceId = event.traceparent.split("-")[1];
   if (current && (!traceId || traceId === current.traceId)) return current;
-  const headers = new Headers();
-  if (event.traceparent) headers.set("traceparent", event.traceparent);
-  if (event.tracestate) headers.set("tracestate", event.tracestate);
-  return contextFromHeaders(headers);
+  return contextOfTrace(event);
 }
 
 /** Thrown inside a delivery's transaction to roll it back: some of its events were not new. */
