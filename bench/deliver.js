@@ -30,6 +30,12 @@ const batchSizes = values.batches.split(",").map(Number);
 const callsPerSecond = Number(values.calls);
 const seconds = Number(values.seconds);
 const followUps = values["follow-ups"];
+const positive = (value) => Number.isFinite(value) && value > 0;
+if (!batchSizes.every((size) => Number.isInteger(size) && size > 0) || batchSizes.length === 0) {
+  throw new Error(`--batches must list whole numbers above 0, like 1,12,48; got ${values.batches}`);
+}
+if (!positive(callsPerSecond)) throw new Error(`--calls must be above 0, got ${values.calls}`);
+if (!positive(seconds)) throw new Error(`--seconds must be above 0, got ${values.seconds}`);
 
 const bench = await startBenchShop("deliver", (dataDir) => {
   const noSubscriptions = join(dataDir, "no-subscriptions.yaml");

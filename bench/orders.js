@@ -35,12 +35,20 @@ const { values } = parseArgs({
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const orderCount = values.orders === undefined ? undefined : Number(values.orders);
-if (orderCount !== undefined && !(Number.isInteger(orderCount) && orderCount > 0)) {
-  throw new Error(`--orders must be a whole number above 0, got ${values.orders}`);
-}
 const concurrency = Number(values.concurrency);
 const directSeconds = Number(values["direct-seconds"]);
 const placeOnly = values["place-only"];
+const invalid = [
+  !(rate >= 0) && `--rate must be 0 (a closed loop) or more, got ${values.rate}`,
+  !(seconds > 0) && `--seconds must be above 0, got ${values.seconds}`,
+  orderCount !== undefined &&
+    !(Number.isInteger(orderCount) && orderCount > 0) &&
+    `--orders must be a whole number above 0, got ${values.orders}`,
+  !(Number.isInteger(concurrency) && concurrency > 0) &&
+    `--concurrency must be a whole number above 0, got ${values.concurrency}`,
+  !(directSeconds >= 0) && `--direct-seconds must be 0 or more, got ${values["direct-seconds"]}`,
+].filter(Boolean);
+if (invalid.length > 0) throw new Error(invalid.join("; "));
 const percentile = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
