@@ -4,6 +4,7 @@ import {
   type Access,
   type ProtoService,
   readAccessRules,
+  readDeclaredProducers,
   readEventProducers,
   readPeerCalls,
   readProtoServices,
@@ -21,6 +22,8 @@ export interface RepoFacts {
   subscriptions: Map<string, string[]>;
   subscriptionsText: string;
   producers: Map<string, string>;
+  /** config/subscriptions.yaml's own list of producers (consumers check events against it). */
+  declaredProducers: Map<string, string>;
   peerCalls: { caller: string; callee: string; path: string }[];
   access: Map<string, Access>;
 }
@@ -32,6 +35,7 @@ export function loadRepoFacts(root?: string): RepoFacts {
     subscriptions: readSubscriptions(root),
     subscriptionsText: readSubscriptionsText(root),
     producers: readEventProducers(root),
+    declaredProducers: readDeclaredProducers(root),
     peerCalls: readPeerCalls(protos, root),
     access: readAccessRules(protos, root),
   };
@@ -181,6 +185,21 @@ export function expectedEdges(
       call.path,
       `services/${call.caller}/src/peers.ts`,
     );
+  }
+
+  // The consumers refuse an event from anyone but its declared producer: the declaration must
+  // say what the services really publish.
+  for (const type of new Set([...facts.producers.keys(), ...facts.declaredProducers.keys()])) {
+    const declared = facts.declaredProducers.get(type);
+    const actual = facts.producers.get(type);
+    if (facts.subscriptions.has(type) && declared !== actual) {
+      findings.push({
+        check: "call-graph",
+        message: declared
+          ? `config/subscriptions.yaml says ${declared} produces ${type}, but ${actual ? `${actual} does` : "no service does"}`
+          : `config/subscriptions.yaml's producers do not name ${type} (${actual} produces it)`,
+      });
+    }
   }
 
   for (const [type, consumers] of facts.subscriptions) {

@@ -74,6 +74,13 @@ export function readSubscriptions(root = repoRoot): Map<string, string[]> {
   return new Map(Object.entries(parsed?.subscriptions ?? {}));
 }
 
+/** config/subscriptions.yaml's `producers`: event type → the service that produces it. */
+export function readDeclaredProducers(root = repoRoot): Map<string, string> {
+  const file = join(root, "config", "subscriptions.yaml");
+  const parsed = parse(readFileSync(file, "utf8")) as { producers?: Record<string, string> };
+  return new Map(Object.entries(parsed?.producers ?? {}));
+}
+
 export function readSubscriptionsText(root = repoRoot): string {
   return readFileSync(join(root, "config", "subscriptions.yaml"), "utf8");
 }

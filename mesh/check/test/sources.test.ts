@@ -28,6 +28,15 @@ describe("what the repository declares", () => {
     }
   });
 
+  it("declares in config/subscriptions.yaml exactly the producers the services' code names", () => {
+    expect(repoFacts().declaredProducers).toEqual(repoFacts().producers);
+    const facts = repoFacts();
+    const wrong = { ...facts, declaredProducers: new Map([...facts.declaredProducers, ["shop.events.v1.PaymentCaptured", "order"]]) };
+    expect(expectedEdges(built("dev"), wrong).findings.map((f) => f.message)).toEqual([
+      "config/subscriptions.yaml says order produces shop.events.v1.PaymentCaptured, but payment does",
+    ]);
+  });
+
   it("reads order's peer RPCs from services/order/src/peers.ts (the documented fallback agrees)", () => {
     const fromFile = repoFacts().peerCalls.filter((c) => c.caller === "order");
     expect(fromFile).toEqual(fallbackPeerCalls.filter((c) => c.caller === "order"));
