@@ -1,0 +1,381 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { WorkloadCertificate } from "../identity/index.js";
+import { mutualTlsSession } from "../identity/index.js";
+import {
+  backoffMs,
+  chooseFault,
+  ConnectionPool,
+  type MeshConfig,
+  type MeshRoute,
+  OutlierDetector,
+  pickEndpoint,
+  shouldRetry,
+  subsetLabels,
+  type TrafficPolicy,
+  trafficPolicyFor,
+} from "../mesh/index.js";
+import type { Endpoint, EndpointRegistry } from "./instances.js";
+import { type AccessRecord, type Telemetry, traceIdOf } from "./telemetry.js";
+import { passOn, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
+
+export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** Who is calling: a workload instance's outbound side, or the ingress gateway. */
+export interface Source {
+  workload: string;
+  version: string;
+  namespace: string;
+  principal: string;
+}
+
+/** A request as the proxy has read it: the path already normalised, the body buffered. */
+export interface ProxiedRequest {
+  req: DownstreamRequest;
+  res: DownstreamResponse;
+  method: string;
+  /** Normalised path plus the query, exactly what goes upstream. */
+  path: string;
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+  startedAt: number;
+  startTime: string;
+  requestId: string;
+}
+
+export interface OutboundOptions {
+  source: Source;
+  config(): MeshConfig;
+  endpoints: EndpointRegistry;
+  certificate(): WorkloadCertificate;
+  telemetry: Telemetry;
+  random?: () => number;
+}
+
+// Envoy's local replies, word for word: callers and tests match on them.
+export const localReply = {
+  noHealthyUpstream: "no healthy upstream",
+  connectFailure:
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+  reset: "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+  overflow: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+  timeout: "upstream request timeout",
+  faultAbort: "fault filter abort",
+} as const;
+
+interface Cluster {
+  key: string;
+  name: string;
+  policy: TrafficPolicy;
+  policyJson: string;
+  pool: ConnectionPool;
+  outliers: OutlierDetector;
+  active: Map<string, number>;
+}
+
+const clusterName = (config: MeshConfig, host: string, subset: string | undefined, port = 8080) =>
+  `outbound|${port}|${subset ?? ""}|${host}.${config.namespace}.svc.cluster.local`;
+
+/**
+ * The outbound side of one proxy (a sidecar's, or the ingress gateway's): for a chosen route it
+ * applies fault injection, picks an endpoint of the destination subset (load balancer, outlier
+ * ejection), holds the connection-pool limits, sends the request over mTLS to the endpoint's
+ * inbound side, and retries with Envoy's rules, within the route timeout.
+ */
+export function createOutbound(options: OutboundOptions) {
+  const random = options.random ?? Math.random;
+  const clusters = new Map<string, Cluster>();
+  const sessions = new SessionPool((key) => {
+    const [host, port, spiffeId] = key.split("|");
+    return mutualTlsSession({
+      host: host!,
+      port: Number(port),
+      cert: options.certificate(),
+      expectedSpiffeIds: [spiffeId!],
+    });
+  });
+
+  function clusterFor(config: MeshConfig, host: string, subset: string | undefined, port?: number) {
+    const key = `${host}|${subset ?? ""}`;
+    const policy = trafficPolicyFor(config, host, subset);
+    const policyJson = JSON.stringify(policy);
+    let cluster = clusters.get(key);
+    // A pushed configuration with another traffic policy starts the cluster afresh, as
+    // Envoy's cluster warming does (counters and ejections are per cluster).
+    if (!cluster || cluster.policyJson !== policyJson) {
+      cluster = {
+        key,
+        name: clusterName(config, host, subset, port),
+        policy,
+        policyJson,
+        pool: new ConnectionPool(policy.connectionPool),
+        outliers: new OutlierDetector(policy.outlierDetection),
+        active: new Map(),
+      };
+      clusters.set(key, cluster);
+    }
+    return cluster;
+  }
+
+  function record(request: ProxiedRequest, fields: Partial<AccessRecord>) {
+    const entry: AccessRecord = {
+      start_time: request.startTime,
+      route_name: null,
+      method: request.method,
+      path: request.path,
+      protocol: `HTTP/${request.req.httpVersion}`,
+      response_code: 0,
+      response_flags: "-",
+      response_code_details: "via_upstream",
+      connection_termination_details: null,
+      bytes_received: request.body.length,
+      bytes_sent: 0,
+      duration: Math.round(performance.now() - request.startedAt),
+      upstream_service_time: null,
+      x_forwarded_for: (request.headers["x-forwarded-for"] as string | undefined) ?? null,
+      user_agent: (request.headers["user-agent"] as string | undefined) ?? null,
+      request_id: request.requestId,
+      authority: (request.req.headers[":authority"] ?? request.req.headers.host ?? null) as
+        | string
+        | null,
+      upstream_host: null,
+      upstream_cluster: null,
+      upstream_local_address: null,
+      downstream_local_address: request.req.socket
+        ? `${request.req.socket.localAddress}:${request.req.socket.localPort}`
+        : null,
+      downstream_remote_address: request.req.socket
+        ? `${request.req.socket.remoteAddress}:${request.req.socket.remotePort}`
+        : null,
+      requested_server_name: null,
+      upstream_transport_failure_reason: null,
+      reporter: "source",
+      source_workload: options.source.workload,
+      source_version: options.source.version,
+      source_principal: options.source.principal,
+      destination_workload: null,
+      destination_version: null,
+      destination_principal: null,
+      connection_security_policy: "mutual_tls",
+      grpc_status: null,
+      attempts: 0,
+      trace_id: traceIdOf(request.headers.traceparent as string | undefined),
+      ...fields,
+    };
+    options.telemetry.record(entry);
+  }
+
+  function reply(
+    request: ProxiedRequest,
+    status: number,
+    body: string,
+    fields: Partial<AccessRecord> & { response_flags: string },
+    extraHeaders: Record<string, string> = {},
+  ) {
+    const { res } = request;
+    if (!res.headersSent) {
+      res.writeHead(status, {
+        "content-type": "text/plain",
+        "content-length": String(Buffer.byteLength(body)),
+        "x-request-id": request.requestId,
+        ...extraHeaders,
+      });
+      res.end(body);
+    } else {
+      res.destroy?.();
+    }
+    record(request, { response_code: status, bytes_sent: Buffer.byteLength(body), ...fields });
+  }
+
+  function sessionKey(endpoint: Endpoint) {
+    return `${endpoint.host}|${endpoint.port}|spiffe://${endpoint.instance.principal}`;
+  }
+
+  /** Sends one request along a route chosen by the caller (mesh VirtualService or ingress). */
+  async function forward(request: ProxiedRequest, route: MeshRoute): Promise<void> {
+    const config = options.config();
+    const { host, subset } = route.destination;
+    const cluster = clusterFor(config, host, subset, route.destination.port);
+    const base: Partial<AccessRecord> = {
+      route_name: route.name ?? null,
+      upstream_cluster: cluster.name,
+      destination_workload: host,
+    };
+
+    // Fault injection runs before the router: an injected abort is the proxy's own answer
+    // and is never retried by this proxy.
+    const fault = chooseFault(route.fault, random);
+    const faultFlags: string[] = [];
+    if (fault.delayMs) {
+      await sleep(fault.delayMs);
+      faultFlags.push("DI");
+    }
+    if (fault.abort) {
+      return reply(request, fault.abort.status, localReply.faultAbort, {
+        ...base,
+        response_flags: [...faultFlags, "FI"].join(","),
+        response_code_details: "fault_filter_abort",
+      });
+    }
+
+    const labels = subset ? subsetLabels(config, host, subset) : {};
+    const deadline = route.timeoutMs ? AbortSignal.timeout(route.timeoutMs) : undefined;
+    const tried = new Set<string>();
+    const flags = [...faultFlags];
+    const retry = route.retry;
+
+    for (let attempt = 1; ; attempt++) {
+      const candidates = options.endpoints.select(host, labels);
+      const healthy = new Set(cluster.outliers.healthy(candidates.map((e) => e.instance.id)));
+      const eligible = candidates.filter((e) => healthy.has(e.instance.id));
+      if (eligible.length === 0) {
+        return reply(request, 503, localReply.noHealthyUpstream, {
+          ...base,
+          attempts: attempt,
+          response_flags: [...flags, "UH"].join(","),
+          response_code_details: "no_healthy_upstream",
+        });
+      }
+      // Istio's previous_hosts retry predicate: a retry prefers a host not tried yet.
+      const fresh = eligible.filter((e) => !tried.has(e.instance.id));
+      const pool = fresh.length ? fresh : eligible;
+      const chosen = pickEndpoint(
+        cluster.policy.loadBalancer,
+        pool.map((e) => ({ id: e.instance.id, activeRequests: cluster.active.get(e.instance.id) ?? 0 })),
+        random,
+      );
+      const endpoint = pool.find((e) => e.instance.id === chosen.id) ?? pool[0]!;
+      tried.add(endpoint.instance.id);
+      const target: Partial<AccessRecord> = {
+        ...base,
+        attempts: attempt,
+        upstream_host: `${endpoint.host}:${endpoint.port}`,
+        destination_version: endpoint.instance.version,
+        destination_principal: endpoint.instance.principal,
+      };
+
+      const lease = cluster.pool.acquire("http2");
+      if ("overflow" in lease) {
+        return reply(
+          request,
+          503,
+          localReply.overflow,
+          { ...target, response_flags: [...flags, "UO"].join(","), response_code_details: "overflow" },
+          { "x-envoy-overloaded": "true" },
+        );
+      }
+      const held = await lease;
+      const id = endpoint.instance.id;
+      cluster.active.set(id, (cluster.active.get(id) ?? 0) + 1);
+      const release = () => {
+        cluster.active.set(id, (cluster.active.get(id) ?? 1) - 1);
+        held.release();
+      };
+      const sentAt = performance.now();
+      const result = await sendUpstream(sessions.get(sessionKey(endpoint)), {
+        method: request.method,
+        path: request.path,
+        authority: host,
+        headers: { ...request.headers, "x-envoy-attempt-count": String(attempt) },
+        body: request.body,
+        ...(retry.perTryTimeoutMs ? { timeoutMs: retry.perTryTimeoutMs } : {}),
+        ...(deadline ? { signal: deadline } : {}),
+      });
+      const routeTimedOut = deadline?.aborted ?? false;
+
+      if (result.kind === "response") {
+        cluster.outliers.record(id, { status: result.status });
+      } else {
+        cluster.outliers.record(id, { localOriginFailure: true });
+        if (result.kind !== "timeout") sessions.drop(sessionKey(endpoint));
+      }
+
+      if (routeTimedOut) {
+        release();
+        if (result.kind === "response") result.stream.close();
+        return reply(request, 504, localReply.timeout, {
+          ...target,
+          response_flags: [...flags, "UT"].join(","),
+          response_code_details: "upstream_response_timeout",
+        });
+      }
+
+      const outcome =
+        result.kind === "response"
+          ? {
+              kind: "response" as const,
+              status: result.status,
+              header: (name: string) => {
+                const value = result.headers[name];
+                return Array.isArray(value) ? value.join(",") : value;
+              },
+            }
+          : { kind: result.kind === "timeout" ? ("per-try-timeout" as const) : result.kind };
+      const retriesLeft = attempt - 1 < retry.attempts;
+      if (retriesLeft && shouldRetry(retry, outcome) && cluster.pool.tryRetry()) {
+        release();
+        if (result.kind === "response") result.stream.close();
+        await sleep(backoffMs(attempt, random));
+        if (deadline?.aborted) {
+          return reply(request, 504, localReply.timeout, {
+            ...target,
+            response_flags: [...flags, "UT"].join(","),
+            response_code_details: "upstream_response_timeout",
+          });
+        }
+        continue;
+      }
+      // Out of retries on an outcome that would have been retried: Envoy's URX.
+      const exhausted = attempt > 1 && shouldRetry(retry, outcome);
+      if (result.kind === "response") {
+        if (exhausted) flags.push("URX");
+        relayResponse(request.req, request.res, result, (bytes, grpcStatus, error) => {
+          release();
+          record(request, {
+            ...target,
+            response_code: result.status,
+            response_flags: [...flags, ...(error ? ["UPE"] : [])].join(",") || "-",
+            bytes_sent: bytes,
+            upstream_service_time: Math.round(performance.now() - sentAt),
+            grpc_status: grpcStatus,
+          });
+        });
+        return;
+      }
+      release();
+      if (result.kind === "timeout") {
+        return reply(request, 504, localReply.timeout, {
+          ...target,
+          response_flags: [...flags, "UT"].join(","),
+          response_code_details: "upstream_per_try_timeout",
+        });
+      }
+      return reply(
+        request,
+        503,
+        result.kind === "connect-failure" ? localReply.connectFailure : localReply.reset,
+        {
+          ...target,
+          response_flags: [...flags, result.kind === "connect-failure" ? "UF" : "UC", ...(exhausted ? ["URX"] : [])].join(","),
+          response_code_details:
+            result.kind === "connect-failure"
+              ? "upstream_reset_before_response_started{connection_failure}"
+              : "upstream_reset_before_response_started{connection_termination}",
+          upstream_transport_failure_reason: result.reason,
+        },
+      );
+    }
+  }
+
+  return {
+    forward,
+    record,
+    reply,
+    close: () => sessions.close(),
+  };
+}
+
+export type Outbound = ReturnType<typeof createOutbound>;
+

@@ -1,0 +1,133 @@
+import { Counter, Histogram, Registry } from "prom-client";
+
+/**
+ * What mesh/local records of every request at the ingress and at each sidecar: one access-log
+ * record with the keys of Istio's default JSON access log (plus the source and destination
+ * workload and version, and the trace id, which the console and the release analysis read),
+ * and Istio's standard metrics — `istio_requests_total` and
+ * `istio_request_duration_milliseconds` with Istio's labels — so a dashboard or the canary CLI
+ * reads the same names locally as from Prometheus in a cluster.
+ */
+export interface AccessRecord {
+  start_time: string;
+  route_name: string | null;
+  method: string;
+  path: string;
+  protocol: string;
+  response_code: number;
+  response_flags: string;
+  response_code_details: string;
+  connection_termination_details: string | null;
+  bytes_received: number;
+  bytes_sent: number;
+  duration: number;
+  upstream_service_time: number | null;
+  x_forwarded_for: string | null;
+  user_agent: string | null;
+  request_id: string;
+  authority: string | null;
+  upstream_host: string | null;
+  upstream_cluster: string | null;
+  upstream_local_address: string | null;
+  downstream_local_address: string | null;
+  downstream_remote_address: string | null;
+  requested_server_name: string | null;
+  upstream_transport_failure_reason: string | null;
+  // mesh/local's additions (Istio puts these in metrics labels and in Kiali, not in the log).
+  /** "source" for a caller's outbound side and the ingress, "destination" for an inbound side. */
+  reporter: "source" | "destination";
+  source_workload: string;
+  source_version: string;
+  source_principal: string | null;
+  destination_workload: string | null;
+  destination_version: string | null;
+  destination_principal: string | null;
+  /** The connection's security: mutual_tls or none (Istio's connection_security_policy). */
+  connection_security_policy: "mutual_tls" | "none";
+  grpc_status: string | null;
+  attempts: number;
+  trace_id: string | null;
+}
+
+export interface Telemetry {
+  record(entry: AccessRecord): void;
+  registry: Registry;
+}
+
+const durationBuckets = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+const labelNames = [
+  "reporter",
+  "source_workload",
+  "source_workload_namespace",
+  "source_version",
+  "source_principal",
+  "destination_workload",
+  "destination_workload_namespace",
+  "destination_version",
+  "destination_service",
+  "destination_service_name",
+  "destination_principal",
+  "request_protocol",
+  "response_code",
+  "response_flags",
+  "grpc_response_status",
+  "connection_security_policy",
+] as const;
+
+/** The trace id of a W3C traceparent header, if it has one. */
+export function traceIdOf(traceparent: string | undefined): string | null {
+  const match = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(traceparent ?? "");
+  return match?.[1] ?? null;
+}
+
+export function createTelemetry(options: {
+  namespace: string;
+  onRecord(entry: AccessRecord): void;
+}): Telemetry {
+  const registry = new Registry();
+  const requests = new Counter({
+    name: "istio_requests_total",
+    help: "Requests through the ingress and the sidecars (Istio's standard metric)",
+    labelNames,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: "istio_request_duration_milliseconds",
+    help: "Request duration at the reporting proxy, in milliseconds (Istio's standard metric)",
+    labelNames,
+    buckets: durationBuckets,
+    registers: [registry],
+  });
+  return {
+    registry,
+    record(entry) {
+      const service = entry.destination_workload
+        ? `${entry.destination_workload}.${options.namespace}.svc.cluster.local`
+        : "unknown";
+      const labels = {
+        reporter: entry.reporter,
+        source_workload: entry.source_workload,
+        source_workload_namespace:
+          entry.source_workload === "istio-ingressgateway" ? "istio-system" : options.namespace,
+        source_version: entry.source_version,
+        source_principal: entry.source_principal ? `spiffe://${entry.source_principal}` : "unknown",
+        destination_workload: entry.destination_workload ?? "unknown",
+        destination_workload_namespace: options.namespace,
+        destination_version: entry.destination_version ?? "unknown",
+        destination_service: service,
+        destination_service_name: entry.destination_workload ?? "unknown",
+        destination_principal: entry.destination_principal
+          ? `spiffe://${entry.destination_principal}`
+          : "unknown",
+        request_protocol: entry.protocol.startsWith("HTTP/2") ? "http" : "http",
+        response_code: String(entry.response_code),
+        response_flags: entry.response_flags,
+        grpc_response_status: entry.grpc_status ?? "",
+        connection_security_policy: entry.connection_security_policy,
+      };
+      requests.inc(labels);
+      duration.observe(labels, entry.duration);
+      options.onRecord(entry);
+    },
+  };
+}

@@ -1,0 +1,201 @@
+import { randomUUID } from "node:crypto";
+import type http from "node:http";
+import http2 from "node:http2";
+
+/**
+ * One request to an upstream over an HTTP/2 session (mTLS to another proxy's inbound side, or
+ * h2c to the app), reporting what happened as data, in Envoy's terms, so that the caller can
+ * apply retry and outlier-detection rules: a response (its headers; the body still to be
+ * read) or one of Envoy's local failures.
+ */
+export type UpstreamResult =
+  | {
+      kind: "response";
+      status: number;
+      headers: http2.IncomingHttpHeaders;
+      stream: http2.ClientHttp2Stream;
+    }
+  | { kind: "connect-failure" | "reset" | "refused-stream"; reason: string }
+  | { kind: "timeout" };
+
+// HTTP/2 pseudo-headers and connection-specific headers (RFC 9113 §8.2.2) never cross a hop.
+const connectionSpecific = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "http2-settings",
+  "te",
+]);
+
+/** The headers of a request or response that a proxy passes on. */
+export function passOn(
+  headers: http2.IncomingHttpHeaders | Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(":") || connectionSpecific.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  path: string;
+  authority: string;
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+  /** Gives up after this long without response headers (Envoy's per-try timeout). */
+  timeoutMs?: number;
+  /** Aborts the attempt (the route timeout, or the downstream went away). */
+  signal?: AbortSignal;
+}
+
+export function sendUpstream(
+  session: http2.ClientHttp2Session,
+  request: UpstreamRequest,
+): Promise<UpstreamResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (result: UpstreamResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      request.signal?.removeEventListener("abort", onAbort);
+      session.off("error", onSessionError);
+      resolve(result);
+    };
+    const onSessionError = (error: Error) =>
+      settle({ kind: session.connecting ? "connect-failure" : "reset", reason: error.message });
+    if (session.destroyed || session.closed) {
+      settle({ kind: "connect-failure", reason: "connection closed" });
+      return;
+    }
+    session.once("error", onSessionError);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = session.request(
+        {
+          ...request.headers,
+          ":method": request.method,
+          ":path": request.path,
+          ":authority": request.authority,
+        },
+        { endStream: false },
+      );
+    } catch (error) {
+      settle({ kind: "connect-failure", reason: (error as Error).message });
+      return;
+    }
+    const timer =
+      request.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            stream.close(http2.constants.NGHTTP2_CANCEL);
+            settle({ kind: "timeout" });
+          }, request.timeoutMs);
+    const onAbort = () => {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      settle({ kind: "timeout" });
+    };
+    request.signal?.addEventListener("abort", onAbort, { once: true });
+    stream.on("response", (headers) =>
+      settle({ kind: "response", status: Number(headers[":status"] ?? 502), headers, stream }),
+    );
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      const refused =
+        stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ||
+        error.code === "ERR_HTTP2_STREAM_ERROR";
+      settle({
+        kind: session.connecting ? "connect-failure" : refused ? "refused-stream" : "reset",
+        reason: error.message,
+      });
+    });
+    stream.on("close", () => {
+      if (!settled) {
+        settle({
+          kind: stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? "refused-stream" : "reset",
+          reason: `stream closed before headers (code ${stream.rstCode})`,
+        });
+      }
+    });
+    stream.end(request.body);
+  });
+}
+
+/** Keeps one HTTP/2 session per upstream address, reconnecting when one closes. */
+export class SessionPool {
+  readonly #sessions = new Map<string, http2.ClientHttp2Session>();
+  constructor(private readonly connect: (key: string) => http2.ClientHttp2Session) {}
+
+  get(key: string): http2.ClientHttp2Session {
+    let session = this.#sessions.get(key);
+    if (!session || session.closed || session.destroyed) {
+      const created = this.connect(key);
+      created.on("error", () => {});
+      created.once("close", () => {
+        if (this.#sessions.get(key) === created) this.#sessions.delete(key);
+      });
+      created.unref();
+      this.#sessions.set(key, created);
+      session = created;
+    }
+    return session;
+  }
+
+  /** Closes the session to one upstream (e.g. it was ejected or it went away). */
+  drop(key: string) {
+    this.#sessions.get(key)?.destroy();
+    this.#sessions.delete(key);
+  }
+
+  close() {
+    for (const session of this.#sessions.values()) session.destroy();
+    this.#sessions.clear();
+  }
+}
+
+/**
+ * Streams an accepted upstream response to the downstream client: status, headers, body and,
+ * to an HTTP/2 client, trailers (gRPC's status). done reports the body's size and gRPC status.
+ */
+export function relayResponse(
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+  result: Extract<UpstreamResult, { kind: "response" }>,
+  done: (bytes: number, grpcStatus: string | null, error?: string) => void,
+) {
+  res.writeHead(result.status, passOn(result.headers));
+  let bytes = 0;
+  let grpcStatus = (result.headers["grpc-status"] as string | undefined) ?? null;
+  result.stream.on("data", (chunk: Buffer) => {
+    bytes += chunk.length;
+  });
+  result.stream.on("trailers", (trailers) => {
+    grpcStatus = (trailers["grpc-status"] as string | undefined) ?? grpcStatus;
+    if (req.httpVersionMajor === 2) {
+      (res as http2.Http2ServerResponse).addTrailers(passOn(trailers));
+    }
+  });
+  // pipe() keeps to the slower side's pace and ends the response after the trailers.
+  result.stream.pipe(res as unknown as NodeJS.WritableStream);
+  result.stream.on("end", () => done(bytes, grpcStatus));
+  result.stream.on("error", (error) => {
+    res.destroy?.();
+    done(bytes, grpcStatus, error.message);
+  });
+  res.on("close", () => {
+    if (!result.stream.closed) result.stream.close(http2.constants.NGHTTP2_CANCEL);
+  });
+}
+
+/** The request's x-request-id, generated when the client sent none (as Envoy does). */
+export function newRequestId(headers: Record<string, string | string[]>): string {
+  const existing = headers["x-request-id"];
+  const id = typeof existing === "string" && existing ? existing : randomUUID();
+  headers["x-request-id"] = id;
+  return id;
+}

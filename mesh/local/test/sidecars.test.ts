@@ -1,0 +1,305 @@
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { Instance } from "../src/sidecar/instances.js";
+import { principalOf } from "../src/sidecar/instances.js";
+import { type Sidecars, startSidecars } from "../src/sidecar/mesh.js";
+import { type AccessRecord, createTelemetry } from "../src/sidecar/telemetry.js";
+
+/**
+ * The sidecars through real sockets: fake apps (HTTP/2 servers on the instances' Unix sockets)
+ * behind real inbound listeners (mTLS from a local CA), called through a caller's real outbound
+ * listener, configured from a directory of Istio resources that the tests edit live.
+ */
+interface Behaviour {
+  status?: number;
+  delayMs?: number;
+}
+interface FakeApp {
+  calls: { path: string; headers: http2.IncomingHttpHeaders }[];
+  behaviour: (path: string) => Behaviour;
+  server: http2.Http2Server;
+}
+
+const meshDir = mkdtempSync(join(tmpdir(), "mesh-sidecars-"));
+const work = mkdtempSync(join(tmpdir(), "mesh-sidecars-run-"));
+const fixture = new URL("./fixtures/sidecars/", import.meta.url).pathname;
+const records: AccessRecord[] = [];
+const configEvents: ({ ok: true } | { ok: false; message: string })[] = [];
+
+function instance(deployment: string, app: string, version: string, n = 0): Instance {
+  return {
+    id: `${deployment}-${n}`,
+    app,
+    deployment,
+    version,
+    labels: { app, version },
+    namespace: "shop",
+    serviceAccount: app,
+    principal: principalOf("shop", app),
+  };
+}
+const instances = [
+  instance("order", "order", "v1"),
+  instance("auth", "auth", "v1"),
+  instance("catalog", "catalog", "v1", 0),
+  instance("catalog", "catalog", "v1", 1),
+  instance("payment", "payment", "v1"),
+  instance("payment-v2", "payment", "v2"),
+];
+const apps = new Map<string, FakeApp>();
+let mesh: Sidecars;
+
+function startApp(id: string, socket: string): Promise<FakeApp> {
+  const app: FakeApp = { calls: [], behaviour: () => ({}), server: http2.createServer() };
+  app.server.on("stream", (stream, headers) => {
+    const path = String(headers[":path"]);
+    app.calls.push({ path, headers });
+    const { status = 200, delayMs = 0 } = app.behaviour(path);
+    const answer = () => {
+      if (stream.destroyed) return;
+      stream.respond({ ":status": status, "content-type": "application/json" });
+      stream.end(JSON.stringify({ instance: id }));
+    };
+    stream.on("error", () => {});
+    if (delayMs) setTimeout(answer, delayMs);
+    else answer();
+  });
+  return new Promise((resolve) => app.server.listen(socket, () => resolve(app)));
+}
+
+function writeMesh(edit?: (text: string) => string) {
+  const text = readFileSync(join(fixture, "mesh.yaml"), "utf8");
+  writeFileSync(join(meshDir, "mesh.yaml"), edit ? edit(text) : text);
+}
+
+/** Waits until a pushed configuration has been loaded (or refused). */
+async function pushed(edit: (text: string) => string) {
+  const before = configEvents.length;
+  writeMesh(edit);
+  const deadline = Date.now() + 2_000;
+  while (configEvents.length === before) {
+    if (Date.now() > deadline) throw new Error("the edit took no effect within 2 s");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return configEvents.at(-1)!;
+}
+
+const call = (from: string, service: string, path: string, init: RequestInit = {}) =>
+  fetch(`${mesh.sidecars.get(from)!.outboundUrls[service]}${path}`, { method: "POST", ...init });
+
+beforeAll(async () => {
+  cpSync(fixture, meshDir, { recursive: true });
+  const telemetry = createTelemetry({ namespace: "shop", onRecord: (r) => records.push(r) });
+  mesh = await startSidecars({
+    meshDir,
+    caDir: join(work, "ca"),
+    socketDir: work,
+    instances,
+    telemetry,
+    onConfig: (event) => configEvents.push(event),
+  });
+  for (const [id, sidecar] of mesh.sidecars) {
+    apps.set(id, await startApp(id, sidecar.appSocket));
+    mesh.endpoints.setReady(id, true);
+  }
+});
+
+afterAll(async () => {
+  await mesh?.close();
+  for (const app of apps.values()) app.server.close();
+  rmSync(meshDir, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+});
+
+beforeEach(async () => {
+  for (const app of apps.values()) {
+    app.calls.length = 0;
+    app.behaviour = () => ({});
+  }
+  records.length = 0;
+});
+
+describe("identity and mTLS", () => {
+  it("serves a caller named in the policy, telling the app who called", async () => {
+    const response = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(200);
+    const seen = [...apps.get("catalog-0")!.calls, ...apps.get("catalog-1")!.calls];
+    expect(seen).toHaveLength(1);
+    expect(String(seen[0]!.headers["x-forwarded-client-cert"])).toContain(
+      "URI=spiffe://cluster.local/ns/shop/sa/order",
+    );
+  });
+
+  it("refuses a caller the policy does not name: 403 RBAC: access denied", async () => {
+    const response = await call("auth-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(403);
+    expect(await response.text()).toBe("RBAC: access denied");
+    expect(apps.get("catalog-0")!.calls).toHaveLength(0);
+    expect(apps.get("catalog-1")!.calls).toHaveLength(0);
+  });
+
+  it("refuses plaintext under STRICT at the connection, before any HTTP", async () => {
+    const port = mesh.sidecars.get("catalog-0")!.inboundPort;
+    await expect(fetch(`http://127.0.0.1:${port}/test.Echo/Hello`, { method: "POST" })).rejects.toThrow();
+    expect(apps.get("catalog-0")!.calls).toHaveLength(0);
+  });
+
+  it("accepts plaintext under PERMISSIVE, where the policies still want an identity", async () => {
+    const event = await pushed((text) => text.replace("mode: STRICT", "mode: PERMISSIVE"));
+    expect(event.ok).toBe(true);
+    try {
+      const port = mesh.sidecars.get("catalog-0")!.inboundPort;
+      const response = await fetch(`http://127.0.0.1:${port}/test.Echo/Hello`, { method: "POST" });
+      expect(response.status).toBe(403);
+    } finally {
+      await pushed((text) => text);
+    }
+  });
+});
+
+describe("retries, timeouts and faults", () => {
+  it("a retry masks a failing instance, and the attempt is counted upstream", async () => {
+    apps.get("catalog-0")!.behaviour = () => ({ status: 503 });
+    for (let i = 0; i < 2; i++) {
+      const response = await call("order-0", "catalog", "/test.Echo/Hello");
+      expect(response.status).toBe(200);
+      expect(await response.json()).toEqual({ instance: "catalog-1" });
+    }
+    const retried = records.filter((r) => r.reporter === "source" && r.attempts === 2);
+    expect(retried.length).toBeGreaterThanOrEqual(1);
+    const counts = apps.get("catalog-1")!.calls.map((c) => c.headers["x-envoy-attempt-count"]);
+    expect(counts).toContain("2");
+  });
+
+  it("a per-try timeout is retried on another instance", async () => {
+    apps.get("catalog-0")!.behaviour = () => ({ delayMs: 1_500 });
+    apps.get("catalog-1")!.behaviour = () => ({ delayMs: 1_500 });
+    let firstSlow = true;
+    // The first instance tried is slow, the next one fast.
+    for (const app of [apps.get("catalog-0")!, apps.get("catalog-1")!]) {
+      app.behaviour = () => {
+        if (firstSlow) {
+          firstSlow = false;
+          return { delayMs: 1_500 };
+        }
+        return {};
+      };
+    }
+    const started = performance.now();
+    const response = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(1_400);
+    const record = records.find((r) => r.reporter === "source")!;
+    expect(record.attempts).toBe(2);
+  });
+
+  it("the route timeout answers 504 UT, covering every attempt", async () => {
+    for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.behaviour = () => ({ delayMs: 3_000 });
+    const started = performance.now();
+    const response = await call("order-0", "catalog", "/test.Echo/Slow");
+    const elapsed = performance.now() - started;
+    expect(response.status).toBe(504);
+    expect(await response.text()).toBe("upstream request timeout");
+    expect(elapsed).toBeGreaterThanOrEqual(950);
+    expect(elapsed).toBeLessThan(2_500);
+    expect(records.find((r) => r.reporter === "source")?.response_flags).toBe("UT");
+  });
+
+  it("injects an abort (FI, not retried) and a delay (DI)", async () => {
+    const fault = (spec: string) => (text: string) =>
+      text.replace("    - name: payment\n", `    - name: payment\n      fault:\n${spec}`);
+    await pushed(fault("        abort:\n          httpStatus: 418\n          percentage:\n            value: 100\n"));
+    const aborted = await call("order-0", "payment", "/test.Echo/Hello");
+    expect(aborted.status).toBe(418);
+    expect(await aborted.text()).toBe("fault filter abort");
+    expect(records.at(-1)?.response_flags).toBe("FI");
+    expect(apps.get("payment-0")!.calls.length + apps.get("payment-v2-0")!.calls.length).toBe(0);
+
+    await pushed(fault("        delay:\n          fixedDelay: 300ms\n          percentage:\n            value: 100\n"));
+    const started = performance.now();
+    const delayed = await call("order-0", "payment", "/test.Echo/Hello");
+    expect(delayed.status).toBe(200);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    expect(records.at(-1)?.response_flags).toBe("DI");
+    await pushed((text) => text);
+  });
+});
+
+describe("traffic split, live configuration", () => {
+  it("sends 90/10 over 1,000 requests, and a live edit to 50/50 takes effect without restart", async () => {
+    const count = async (n: number) => {
+      const seen = { v1: 0, v2: 0 };
+      for (let i = 0; i < n; i++) {
+        const response = await call("order-0", "payment", "/test.Echo/Hello");
+        const { instance: id } = (await response.json()) as { instance: string };
+        seen[id === "payment-v2-0" ? "v2" : "v1"]++;
+      }
+      return seen;
+    };
+    const split = await count(1_000);
+    // Binomial(1000, 0.1): mean 100, sd 9.5; ±4 sd.
+    expect(split.v2).toBeGreaterThan(62);
+    expect(split.v2).toBeLessThan(138);
+
+    const event = await pushed((text) => text.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"));
+    expect(event.ok).toBe(true);
+    const after = await count(200);
+    expect(after.v2).toBeGreaterThan(60);
+    expect(after.v2).toBeLessThan(140);
+    await pushed((text) => text);
+  });
+
+  it("refuses an edit that does not validate, naming file and field, and keeps the last good one", async () => {
+    const event = await pushed((text) => text.replace("weight: 90", "wieght: 90"));
+    expect(event.ok).toBe(false);
+    expect(!event.ok && event.message).toMatch(/mesh\.yaml.*wieght/);
+    const response = await call("order-0", "payment", "/test.Echo/Hello");
+    expect(response.status).toBe(200);
+    await pushed((text) => text);
+  });
+});
+
+describe("circuit breaking", () => {
+  it("connection-pool overflow answers 503 UO with x-envoy-overloaded, never retried", async () => {
+    for (const id of ["payment-0", "payment-v2-0"]) apps.get(id)!.behaviour = () => ({ delayMs: 400 });
+    const responses = await Promise.all(
+      Array.from({ length: 6 }, () => call("order-0", "payment", "/test.Echo/Hello")),
+    );
+    const overloaded = responses.filter((r) => r.status === 503);
+    expect(overloaded.length).toBeGreaterThanOrEqual(1);
+    expect(overloaded[0]!.headers.get("x-envoy-overloaded")).toBe("true");
+    const flagged = records.filter((r) => r.response_flags === "UO");
+    expect(flagged.length).toBe(overloaded.length);
+    expect(flagged.every((r) => r.attempts === 1)).toBe(true);
+  });
+
+  it("ejects an instance after consecutive 5xx, and answers 503 UH when none is left", async () => {
+    // A pushed policy starts the cluster afresh: no ejections left over from other tests.
+    await pushed((text) => text.replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 4"));
+    apps.get("catalog-0")!.behaviour = () => ({ status: 500 });
+    for (let i = 0; i < 10; i++) await call("order-0", "catalog", "/test.Echo/Hello");
+    apps.get("catalog-0")!.calls.length = 0;
+    for (let i = 0; i < 6; i++) {
+      const response = await call("order-0", "catalog", "/test.Echo/Hello");
+      expect(response.status).toBe(200);
+    }
+    // Ejected: no traffic reaches it, not even a first try.
+    expect(apps.get("catalog-0")!.calls).toHaveLength(0);
+
+    // With every instance failing and allowed to be ejected, Istio's panic threshold of 0
+    // leaves nothing to send to.
+    await pushed((text) =>
+      text.replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 2").replace("maxEjectionPercent: 50", "maxEjectionPercent: 100"),
+    );
+    for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.behaviour = () => ({ status: 500 });
+    let last: Response | undefined;
+    for (let i = 0; i < 8; i++) last = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(last!.status).toBe(503);
+    expect(await last!.text()).toBe("no healthy upstream");
+    expect(records.at(-1)?.response_flags).toBe("UH");
+    await pushed((text) => text);
+  });
+});
