@@ -7,7 +7,6 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectPostgres } from "@thinmesh/platform";
 import { startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
-import { freePort } from "./ports.js";
 
 // On this machine the services reach Postgres through its Unix socket if there is one (as a
 // deployment next to its database would), else over TCP; DATABASE_URL decides if set.
@@ -30,8 +29,7 @@ export async function startBenchShop(name, env = () => ({})) {
   const dataDir = mkdtempSync(join(tmpdir(), `thinmesh-bench-${name}-`));
   const shop = await startLocalShop({
     root,
-    ingressPort: await freePort(),
-    basePort: await freePort(),
+    ingressPort: 0, // the operating system picks
     databaseUrl: serverUrl,
     databasePrefix: prefix,
     dataDir,

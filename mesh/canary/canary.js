@@ -6,7 +6,8 @@
 //   node mesh/canary/canary.js payment promote   v1 0 %, v2 100 %
 //   node mesh/canary/canary.js payment rollback  v1 100 %, v2 0 % (the committed file)
 //
-// Options: --apply pipes the edited file to `kubectl apply -f -`; --dry-run prints it
+// Options: --apply pipes the edited file to `kubectl apply -f -` (refused, with nothing
+// edited, when kubectl has no current context); --dry-run prints it
 // instead of writing it; --dir <path> edits another copy of mesh/istio.
 // Exit codes: 0 done, 2 bad arguments (nothing written), 1 anything else.
 
@@ -103,6 +104,27 @@ export function setWeights(dir, service, percent) {
   return { file: canary.file, text: canary.documents.map((d) => String(d)).join("") };
 }
 
+/** kubectl's current context, or an error saying why --apply cannot run. */
+function kubeContext() {
+  const result = spawnSync("kubectl", ["config", "current-context"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (result.error) {
+    throw new Error(
+      `--apply needs kubectl, which cannot run (${result.error.message}); nothing was changed`,
+    );
+  }
+  const context = result.stdout.trim();
+  if (result.status !== 0 || !context) {
+    const said = result.stderr.trim().replace(/^error: /, "") || "no kubeconfig";
+    throw new Error(
+      `--apply needs a cluster, and kubectl has no current context (${said}); create one with ./scripts/cluster-up.sh kind or choose one with kubectl config use-context; nothing was changed`,
+    );
+  }
+  return context;
+}
+
 /** Runs the CLI; returns the exit code. */
 export function main(argv, io = { out: process.stdout, err: process.stderr }) {
   const flags = new Set(argv.filter((a) => a.startsWith("--") && a !== "--dir"));
@@ -125,6 +147,9 @@ export function main(argv, io = { out: process.stdout, err: process.stderr }) {
     if (!service) throw new UsageError(usage);
     if (rest.length) throw new UsageError(`unexpected arguments: ${rest.join(" ")}\n${usage}`);
     const percent = parseAction(action);
+    // Without a context kubectl talks to localhost:8080, which is the local shop's ingress:
+    // refuse before anything is edited.
+    const context = flags.has("--apply") ? kubeContext() : undefined;
     const { file, text } = setWeights(dir, service, percent);
     if (flags.has("--dry-run")) io.out.write(text);
     else writeFileSync(file, text);
@@ -132,7 +157,8 @@ export function main(argv, io = { out: process.stdout, err: process.stderr }) {
     io.err.write(
       `${service}: v1 ${100 - percent} %, v2 ${percent} %${flags.has("--dry-run") ? " (dry run)" : ` (${where})`}\n`,
     );
-    if (flags.has("--apply")) {
+    if (context) {
+      io.err.write(`applying to kubectl context ${context}\n`);
       const result = spawnSync("kubectl", ["apply", "-f", "-"], {
         input: text,
         stdio: ["pipe", "inherit", "inherit"],

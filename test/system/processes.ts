@@ -5,7 +5,10 @@ import { fileURLToPath } from "node:url";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
-/** A port nothing listens on right now (and, with base+n, the ones after it usually). */
+/**
+ * A port nothing listens on right now, for a test's own listener. Another process may take it
+ * before it is used: a process under test should bind port 0 itself and report its port.
+ */
 export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -64,4 +67,38 @@ export function spawnNode(args: string[], env: Record<string, string>): Spawned 
       });
     },
   };
+}
+
+/** What `npm start --json` reports once its ports are bound: the ingress and each workload. */
+export function listeningUrls(output: string): {
+  ingress: string;
+  workloads: Record<string, string>;
+} {
+  const line = output.split("\n").find((l) => l.includes('"msg":"listening"'));
+  if (!line) throw new Error(`npm start reported no ports; output so far:\n${output.slice(-3000)}`);
+  return JSON.parse(line);
+}
+
+/** The pids of the workload processes an `npm start --json` output says it started. */
+export function startedPids(output: string): number[] {
+  return [...output.matchAll(/"msg":"process started","pid":(\d+)/g)].map((m) => Number(m[1]));
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Resolves true once none of pids runs, false if one still does after timeoutMs. */
+export async function allGone(pids: number[], timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(isAlive)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
 }

@@ -8,7 +8,7 @@ import { connectPostgres } from "@thinmesh/platform";
 import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type Spawned, spawnNode } from "./processes.js";
+import { listeningUrls, type Spawned, spawnNode } from "./processes.js";
 
 const serverUrl = await testPostgresUrl();
 const prefix = `thinmesh_start_${randomBytes(3).toString("hex")}`;
@@ -18,21 +18,20 @@ let ingress: string;
 let catalogDirect: string;
 
 beforeAll(async () => {
-  const basePort = await freePort();
-  const ingressPort = await freePort();
-  ingress = `http://127.0.0.1:${ingressPort}`;
-  catalogDirect = `http://127.0.0.1:${basePort + 1}`;
   started = spawnNode(["mesh/local/dist/main.js", "--json"], {
-    THINMESH_INGRESS_PORT: String(ingressPort),
-    THINMESH_BASE_PORT: String(basePort),
+    // Every port from the operating system: the ingress's (0) and the services' own.
+    THINMESH_INGRESS_PORT: "0",
     THINMESH_ACCESS_LOG: "off",
     THINMESH_DATA_DIR: dataDir,
     THINMESH_DB_PREFIX: prefix,
     LOG_LEVEL: "warn",
     ...(serverUrl ? { DATABASE_URL: serverUrl } : {}),
   });
-  await started.waitFor(/thinmesh is ready/, 60_000);
-}, 90_000);
+  await started.waitFor(/thinmesh is ready/, 90_000);
+  const urls = listeningUrls(started.output());
+  ingress = urls.ingress;
+  catalogDirect = urls.workloads.catalog!;
+}, 120_000);
 
 afterAll(async () => {
   if (started && started.child.exitCode === null) {
@@ -125,7 +124,7 @@ describe("npm start", () => {
     expect(output).toMatch(/stock of \S+: (\d+) before, \1 after \(restored\)/);
   });
 
-  it("restarts a crashed service, like a pod", async () => {
+  it("restarts a crashed service on the same port, like a pod", async () => {
     const before = await (await fetch(`${catalogDirect}/readyz`)).json();
     expect(before).toEqual({ status: "ready" });
     const starts = [

@@ -128,7 +128,7 @@ describe("the canary CLI", () => {
     const record = join(root, "kubectl-record");
     writeFileSync(
       join(bin, "kubectl"),
-      `#!/bin/sh\necho "$@" > "${record}.args"\ncat > "${record}.stdin"\n`,
+      `#!/bin/sh\n[ "$1" = config ] && { echo kind-thinmesh; exit 0; }\necho "$@" > "${record}.args"\ncat > "${record}.stdin"\n`,
     );
     chmodSync(join(bin, "kubectl"), 0o755);
     const result = canary(["payment", "10", "--apply"], {
@@ -145,7 +145,7 @@ describe("the canary CLI", () => {
     mkdirSync(bin);
     writeFileSync(
       join(bin, "kubectl"),
-      "#!/bin/sh\ncat > /dev/null\necho 'no cluster' >&2\nexit 3\n",
+      "#!/bin/sh\n[ \"$1\" = config ] && { echo kind-thinmesh; exit 0; }\ncat > /dev/null\necho 'no cluster' >&2\nexit 3\n",
     );
     chmodSync(join(bin, "kubectl"), 0o755);
     const result = canary(["payment", "10", "--apply"], {
@@ -154,6 +154,39 @@ describe("the canary CLI", () => {
     });
     expect(result.stderr).toMatch(/kubectl apply failed \(exit code 3\)/);
     expect(result.status).toBe(1);
+  });
+
+  const hasKubectl =
+    spawnSync("kubectl", ["version", "--client"], { stdio: "ignore" }).status === 0;
+  it.skipIf(!hasKubectl)(
+    "--apply without a cluster context refuses before editing anything",
+    () => {
+      // The real kubectl with an empty kubeconfig: no current context. Without the check it
+      // would send the file to localhost:8080, the local shop's ingress.
+      const kubeconfig = join(root, "kubeconfig");
+      writeFileSync(kubeconfig, "");
+      const result = canary(["payment", "10", "--apply"], {
+        ...process.env,
+        KUBECONFIG: kubeconfig,
+      });
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(
+        /canary: --apply needs a cluster, and kubectl has no current context \(.*\); .*nothing was changed/,
+      );
+      expect(payment().equals(committed)).toBe(true);
+    },
+  );
+
+  it("--apply without kubectl refuses before editing anything", () => {
+    const result = canary(["payment", "10", "--apply"], {
+      ...process.env,
+      PATH: join(root, "none"),
+    });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(
+      /canary: --apply needs kubectl, which cannot run .*nothing was changed/,
+    );
+    expect(payment().equals(committed)).toBe(true);
   });
 });
 

@@ -3,16 +3,55 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MeshConfigError } from "./istio.js";
-import { devAdmin, startLocalShop } from "./shop.js";
+import { readable } from "./print.js";
+import { devAdmin, StartError, startLocalShop } from "./shop.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
-const json = process.argv.includes("--json");
+const args = process.argv.slice(2);
+
+const help = `Usage: npm start [-- --json]
+
+Builds the services (tsc -b, incremental) and runs the whole shop on this machine behind
+mesh/local: the ingress gateway and the four services as supervised processes.
+
+Options:
+  --json       print every log record as the JSON line it is (default: one readable line each)
+  --help, -h   this text
+
+Environment:
+  THINMESH_INGRESS_PORT     the ingress port on 127.0.0.1 (default 8080; 0 lets the system pick)
+  THINMESH_READY_TIMEOUT_S  how long to wait for every service to be ready (default 90)
+  DATABASE_URL              a Postgres server (postgres://user@host:5432/db); each service gets
+                            its own database on it. Unset: an embedded PGlite database each.
+  THINMESH_DB_PREFIX        with DATABASE_URL: the databases are <prefix>_<service> (default thinmesh)
+  THINMESH_DATA_DIR         without DATABASE_URL: PGlite keeps <dir>/<service> (default .data)
+  THINMESH_ACCESS_LOG       "off" hides the ingress's access record of each request
+  THINMESH_NODE_ARGS        extra node flags for every service (e.g. --cpu-prof)
+  LOG_LEVEL                 the services' log level (default info)
+
+The services' own ports are assigned by the operating system at each start (printed at the
+start); THINMESH_BASE_PORT is no longer used. \`npm run demo\` reads THINMESH_URL (the ingress
+URL, default http://127.0.0.1:8080).
+`;
+
+if (args.includes("--help") || args.includes("-h")) {
+  process.stdout.write(help);
+  process.exit(0);
+}
+const unknown = args.filter((a) => a !== "--json");
+if (unknown.length) {
+  process.stderr.write(`unknown argument ${unknown.join(" ")}\n\n${help}`);
+  process.exit(2);
+}
+const json = args.includes("--json");
+
 const colors: Record<string, number> = {
   auth: 35,
   catalog: 36,
   order: 33,
   payment: 32,
   ingress: 34,
+  mesh: 34,
 };
 
 function print(name: string, line: string) {
@@ -20,37 +59,58 @@ function print(name: string, line: string) {
     process.stdout.write(`${line}\n`);
     return;
   }
-  let text = line;
-  try {
-    const { level, time, msg, service: _s, version: _v, err, ...rest } = JSON.parse(line);
-    const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : "";
-    text = `${String(time ?? "").slice(11, 19)} ${level ?? ""} ${msg ?? ""}${extra}${err ? ` ${err.message}` : ""}`;
-  } catch {}
-  process.stdout.write(`\x1b[${colors[name] ?? 0}m${name.padEnd(8)}\x1b[0m ${text}\n`);
+  process.stdout.write(`\x1b[${colors[name] ?? 0}m${name.padEnd(8)}\x1b[0m ${readable(line)}\n`);
 }
-const event = (name: string, msg: string, fields: Record<string, unknown>) =>
+const record = (name: string, level: string, msg: string, fields: Record<string, unknown>) =>
   print(
     name,
-    JSON.stringify({
-      level: "info",
-      time: new Date().toISOString(),
-      service: name,
-      msg,
-      ...fields,
-    }),
+    JSON.stringify({ level, time: new Date().toISOString(), service: name, msg, ...fields }),
   );
+const event = (name: string, msg: string, fields: Record<string, unknown>) =>
+  record(name, "info", msg, fields);
 
-const accessLog = process.env.THINMESH_ACCESS_LOG !== "off";
+function fail(message: string, code: number): never {
+  if (json) record("mesh", "error", "thinmesh did not start", { err: message });
+  process.stderr.write(`\nthinmesh did not start: ${message}\n`);
+  process.exit(code);
+}
+
+const settings = process.env;
+const ingressPort = Number(settings.THINMESH_INGRESS_PORT ?? 8080);
+if (!Number.isInteger(ingressPort) || ingressPort < 0 || ingressPort > 65535) {
+  fail(
+    `THINMESH_INGRESS_PORT must be a port number from 0 to 65535 (got ${JSON.stringify(settings.THINMESH_INGRESS_PORT)})`,
+    2,
+  );
+}
+const readyTimeoutS = Number(settings.THINMESH_READY_TIMEOUT_S ?? 90);
+if (!(readyTimeoutS > 0)) {
+  fail(
+    `THINMESH_READY_TIMEOUT_S must be a number of seconds above 0 (got ${JSON.stringify(settings.THINMESH_READY_TIMEOUT_S)})`,
+    2,
+  );
+}
+if (settings.THINMESH_BASE_PORT) {
+  record(
+    "mesh",
+    "warn",
+    "THINMESH_BASE_PORT is no longer used: the services' ports come from the operating system",
+    {},
+  );
+}
+
+const accessLog = settings.THINMESH_ACCESS_LOG !== "off";
+const embedded = !settings.DATABASE_URL;
+const dataDir = settings.THINMESH_DATA_DIR ?? join(root, ".data");
 let shop: Awaited<ReturnType<typeof startLocalShop>>;
 try {
   shop = await startLocalShop({
     root,
-    ingressPort: Number(process.env.THINMESH_INGRESS_PORT ?? 8080),
-    basePort: Number(process.env.THINMESH_BASE_PORT ?? 8081),
-    databaseUrl: process.env.DATABASE_URL || undefined,
-    databasePrefix: process.env.THINMESH_DB_PREFIX ?? "thinmesh",
-    dataDir: process.env.THINMESH_DATA_DIR ?? join(root, ".data"),
-    logLevel: process.env.LOG_LEVEL ?? "info",
+    ingressPort,
+    databaseUrl: settings.DATABASE_URL || undefined,
+    databasePrefix: settings.THINMESH_DB_PREFIX ?? "thinmesh",
+    dataDir,
+    logLevel: settings.LOG_LEVEL ?? "info",
     events: { line: print, event },
     onHop: (hop) =>
       accessLog && print("ingress", JSON.stringify({ level: "info", msg: "access", ...hop })),
@@ -60,29 +120,39 @@ try {
     process.stderr.write(`mesh/local refuses to start: ${error.message}\n`);
     process.exit(78);
   }
+  if (error instanceof StartError) fail(error.message, 1);
   throw error;
 }
+event("mesh", "listening", { ingress: shop.ingressUrl, workloads: shop.workloadUrls });
+event("mesh", `waiting up to ${readyTimeoutS} s for the services to be ready`, {
+  database: embedded ? `PGlite in ${dataDir}` : "Postgres",
+});
 
 let stopping = false;
-async function stop() {
+async function stop(code: number) {
   if (stopping) return;
   stopping = true;
-  process.stdout.write("\nstopping…\n");
+  if (code === 0) process.stdout.write("\nstopping…\n");
   await shop.stop();
-  process.exit(0);
+  process.exit(code);
 }
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
+process.on("SIGINT", () => stop(0));
+process.on("SIGTERM", () => stop(0));
 
 try {
-  await shop.ready();
+  await shop.ready(readyTimeoutS * 1000);
 } catch (error) {
-  process.stderr.write(`${(error as Error).message}\n`);
-  await stop();
+  if (!(error instanceof StartError)) throw error;
+  if (json) record("mesh", "error", "thinmesh did not start", { err: error.message });
+  process.stderr.write(`\nthinmesh did not start: ${error.message}\n`);
+  await stop(1);
 }
+if (stopping) await new Promise(() => {}); // Ctrl-C while starting: stop() exits.
+
 const url = shop.ingressUrl;
+const demo = url === "http://127.0.0.1:8080" ? "npm run demo" : `THINMESH_URL=${url} npm run demo`;
 process.stdout.write(`
-thinmesh is ready at ${url} (${process.env.DATABASE_URL ? "Postgres" : "embedded PGlite databases in .data/"})
+thinmesh is ready at ${url} (${embedded ? `embedded PGlite databases in ${dataDir}` : "Postgres"})
 mesh/local enforces the Gateway and its VirtualServices; not yet: ${shop.notEnforced.join(", ") || "nothing else"}
 
 Try it:
@@ -91,7 +161,7 @@ Try it:
   curl -s ${url}/shop.auth.v1.AuthService/Login -H 'content-type: application/json' \\
     -d '{"email":"ada@example.com","password":"correct horse battery"}'
   curl -s ${url}/shop.catalog.v1.CatalogService/ListProducts -H 'content-type: application/json' -d '{}'
-  npm run demo        # a whole order, start to CONFIRMED, and one CANCELLED
+  ${demo.padEnd(18)}  # a whole order, start to CONFIRMED, and one CANCELLED
 
 Admin (dev only): ${devAdmin.email} / ${devAdmin.password}. Ctrl-C stops everything.
 `);

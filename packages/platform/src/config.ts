@@ -50,6 +50,11 @@ const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"]
 export const baseConfigSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default("0.0.0.0"),
+  /**
+   * A socket the parent process (mesh/local) bound and passed on as this file descriptor: the
+   * service listens on it instead of PORT and HOST, so the parent knows the port up front.
+   */
+  LISTEN_FD: emptyIsUnset(z.coerce.number().int().min(3).optional()),
   LOG_LEVEL: z.enum(logLevels).default("info"),
   SERVICE_VERSION: z.string().min(1).default("v1"),
   /** A postgres:// URL. Without it (or empty) the service uses an embedded PGlite database. */

@@ -19,6 +19,8 @@ export interface OnePortServerOptions {
 
 export interface OnePortServer {
   listen(port: number, host: string): Promise<AddressInfo>;
+  /** Listens on a socket its parent process bound and passed as a file descriptor. */
+  listenOnFd(fd: number): Promise<AddressInfo>;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -49,6 +51,7 @@ export function createOnePortServer(options: OnePortServerOptions): OnePortServe
   const server = createDualProtocolServer(rpcAndRoutes as HttpHandler);
   return {
     listen: server.listen,
+    listenOnFd: server.listenOnFd,
     inFlight: server.inFlight,
     close: (graceMs) => server.close(graceMs, () => shutdown.abort()),
   };
@@ -61,6 +64,8 @@ export type HttpHandler = (
 
 export interface DualProtocolServer {
   listen(port: number, host: string): Promise<AddressInfo>;
+  /** Listens on a socket its parent process bound and passed as a file descriptor. */
+  listenOnFd(fd: number): Promise<AddressInfo>;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -124,16 +129,18 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
   // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
   tcp.on("listening", () => h1.emit("listening"));
 
-  return {
-    listen(port, host) {
-      return new Promise((resolve, reject) => {
-        tcp.once("error", reject);
-        tcp.listen(port, host, () => {
-          tcp.off("error", reject);
-          resolve(tcp.address() as AddressInfo);
-        });
+  const listenOn = (target: { port: number; host: string } | { fd: number }) =>
+    new Promise<AddressInfo>((resolve, reject) => {
+      tcp.once("error", reject);
+      tcp.listen(target, () => {
+        tcp.off("error", reject);
+        resolve(tcp.address() as AddressInfo);
       });
-    },
+    });
+
+  return {
+    listen: (port, host) => listenOn({ port, host }),
+    listenOnFd: (fd) => listenOn({ fd }),
     inFlight: () => inFlight,
     async close(graceMs, onDrained) {
       draining = true;

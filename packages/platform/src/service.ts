@@ -201,7 +201,10 @@ export async function startService<
     fetch: app.fetch,
     readMaxBytes: config.MAX_REQUEST_BYTES,
   });
-  const address = await server.listen(config.PORT, config.HOST);
+  const address =
+    config.LISTEN_FD === undefined
+      ? await server.listen(config.PORT, config.HOST)
+      : await server.listenOnFd(config.LISTEN_FD);
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${address.port}`;
   logger.info({ url, database: database.kind }, "listening; waiting for the database");
@@ -351,4 +354,8 @@ export async function runMain<
   };
   process.once("SIGTERM", shutdown);
   process.once("SIGINT", shutdown);
+  // Started by a supervisor with an IPC channel (mesh/local): when that process ends, even
+  // by SIGKILL, the channel closes, and this service must not outlive it.
+  if (process.channel)
+    process.once("disconnect", () => shutdown("disconnect: the parent process is gone"));
 }
