@@ -61,6 +61,11 @@ export type HttpHandler = (
 
 export interface DualProtocolServer {
   listen(port: number, host: string): Promise<AddressInfo>;
+  /**
+   * Serves a connection accepted elsewhere (e.g. mesh/local's inbound listener, plaintext or
+   * after its TLS handshake), as if this server had accepted it; close() ends it too.
+   */
+  accept(socket: Socket): void;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -101,9 +106,14 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
   });
 
   const sockets = new Set<Socket>();
-  // http.Server would set these on the sockets it accepts; this server accepts them instead.
-  // Without noDelay, Nagle's algorithm meets delayed ACKs and small responses wait ~40 ms.
-  const tcp = createTcpServer({ noDelay: true, keepAlive: true }, (socket) => {
+  let h1TracksConnections = false;
+  const accept = (socket: Socket) => {
+    // The HTTP/1.1 server never listens itself; without this event it does not track its
+    // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
+    if (!h1TracksConnections) {
+      h1TracksConnections = true;
+      h1.emit("listening");
+    }
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     let head = Buffer.alloc(0);
@@ -119,10 +129,10 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
       process.nextTick(() => socket.resume());
     };
     socket.on("data", sniff);
-  });
-  // The HTTP/1.1 server never listens itself; without this event it does not track its
-  // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
-  tcp.on("listening", () => h1.emit("listening"));
+  };
+  // http.Server would set these on the sockets it accepts; this server accepts them instead.
+  // Without noDelay, Nagle's algorithm meets delayed ACKs and small responses wait ~40 ms.
+  const tcp = createTcpServer({ noDelay: true, keepAlive: true }, accept);
 
   return {
     listen(port, host) {
@@ -134,6 +144,7 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
         });
       });
     },
+    accept,
     inFlight: () => inFlight,
     async close(graceMs, onDrained) {
       draining = true;
