@@ -61,11 +61,6 @@ export type HttpHandler = (
 
 export interface DualProtocolServer {
   listen(port: number, host: string): Promise<AddressInfo>;
-  /**
-   * Serves a connection accepted elsewhere (e.g. mesh/local's inbound listener, plaintext or
-   * after its TLS handshake), as if this server had accepted it; close() ends it too.
-   */
-  accept(socket: Socket): void;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -73,6 +68,11 @@ export interface DualProtocolServer {
    * closes every connection. onDrained runs between the two (e.g. to abort handlers).
    */
   close(graceMs: number, onDrained?: () => void): Promise<void>;
+  /**
+   * Serves a connection accepted elsewhere (mesh/local's inbound listener hands over its
+   * plaintext and its decrypted TLS connections) as if this server had accepted it.
+   */
+  accept(socket: Socket): void;
 }
 
 /**
@@ -83,6 +83,7 @@ export interface DualProtocolServer {
 export function createDualProtocolServer(handler: HttpHandler): DualProtocolServer {
   let inFlight = 0;
   let draining = false;
+  let acceptsHandedSockets = false;
   const idleWaiters = new Set<() => void>();
   const handle = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -106,14 +107,9 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
   });
 
   const sockets = new Set<Socket>();
-  let h1TracksConnections = false;
-  const accept = (socket: Socket) => {
-    // The HTTP/1.1 server never listens itself; without this event it does not track its
-    // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
-    if (!h1TracksConnections) {
-      h1TracksConnections = true;
-      h1.emit("listening");
-    }
+  // http.Server would set these on the sockets it accepts; this server accepts them instead.
+  // Without noDelay, Nagle's algorithm meets delayed ACKs and small responses wait ~40 ms.
+  const tcp = createTcpServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     let head = Buffer.alloc(0);
@@ -129,10 +125,10 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
       process.nextTick(() => socket.resume());
     };
     socket.on("data", sniff);
-  };
-  // http.Server would set these on the sockets it accepts; this server accepts them instead.
-  // Without noDelay, Nagle's algorithm meets delayed ACKs and small responses wait ~40 ms.
-  const tcp = createTcpServer({ noDelay: true, keepAlive: true }, accept);
+  });
+  // The HTTP/1.1 server never listens itself; without this event it does not track its
+  // connections, and closeIdleConnections() cannot find idle keep-alive sockets.
+  tcp.on("listening", () => h1.emit("listening"));
 
   return {
     listen(port, host) {
@@ -144,7 +140,6 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
         });
       });
     },
-    accept,
     inFlight: () => inFlight,
     async close(graceMs, onDrained) {
       draining = true;
@@ -168,6 +163,14 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       await tcpClosed;
+    },
+    accept(socket) {
+      // Connection tracking starts on "listening", which the TCP server may never emit here.
+      if (!acceptsHandedSockets) {
+        acceptsHandedSockets = true;
+        h1.emit("listening");
+      }
+      tcp.emit("connection", socket);
     },
   };
 }

@@ -273,6 +273,13 @@ describe("client misbehaviour", () => {
         const socket = connectTcp(port, "127.0.0.1", () => socket.destroy());
         socket.on("close", () => resolve());
       });
+      // Connect and reset at once, before sending anything.
+      await new Promise<void>((resolve) => {
+        const socket = connectTcp(port, "127.0.0.1", () =>
+          setTimeout(() => socket.resetAndDestroy(), 20),
+        );
+        socket.on("close", () => setTimeout(resolve, 50));
+      });
       // A client that gives up in the middle of the TLS handshake.
       await new Promise<void>((resolve) => {
         const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
