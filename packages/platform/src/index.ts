@@ -10,6 +10,7 @@ export * from "./logger.js";
 export * from "./metrics.js";
 export * from "./money.js";
 export * from "./paging.js";
+export * from "./peer-identity.js";
 export * from "./server.js";
 export * from "./service.js";
 export * from "./tokens.js";

@@ -73,6 +73,11 @@ export interface DualProtocolServer {
    * closes every connection. onDrained runs between the two (e.g. to abort handlers).
    */
   close(graceMs: number, onDrained?: () => void): Promise<void>;
+  /**
+   * Serves a connection accepted elsewhere (mesh/local's inbound listener hands over its
+   * plaintext and its decrypted TLS connections) as if this server had accepted it.
+   */
+  accept(socket: Socket): void;
 }
 
 /**
@@ -83,6 +88,7 @@ export interface DualProtocolServer {
 export function createDualProtocolServer(handler: HttpHandler): DualProtocolServer {
   let inFlight = 0;
   let draining = false;
+  let acceptsHandedSockets = false;
   const idleWaiters = new Set<() => void>();
   const handle = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -164,6 +170,14 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       await tcpClosed;
+    },
+    accept(socket) {
+      // Connection tracking starts on "listening", which the TCP server may never emit here.
+      if (!acceptsHandedSockets) {
+        acceptsHandedSockets = true;
+        h1.emit("listening");
+      }
+      tcp.emit("connection", socket);
     },
   };
 }
