@@ -268,9 +268,15 @@ describe("no client can crash the ingress", () => {
     stream.on("error", () => {});
     stream.write("{");
     await new Promise((resolve) => setTimeout(resolve, 50));
-    stream.close(http2.constants.NGHTTP2_CANCEL);
+    // destroy() sends RST_STREAM(CANCEL) alone; close() would send END_STREAM first.
+    stream.destroy();
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 0, flags: "DC" });
+    expect(hops[0]).toMatchObject({
+      status: 0,
+      flags: "DC",
+      details: "downstream_remote_disconnect",
+    });
+    expect(received).toEqual([]); // half a body is never forwarded
     const next = session.request({ ":method": "POST", ":path": `${order}/GetOrder` });
     next.end("{}");
     next.resume();
@@ -338,7 +344,13 @@ describe("bounded request bodies", () => {
     await stillServes();
   });
 
-  it("answers a declared 200 MB body 413 at once, without reading it", async () => {
+  it("answers a declared 200 MB body 413 from its Content-Length, before any byte of it", async () => {
+    const { response } = await raw(post(200 * 1024 * 1024), "wait", { waitMs: 3000 });
+    expect(response).toMatch(/^HTTP\/1\.1 413 Payload Too Large\r\n/);
+    expect(hops.at(-1)).toMatchObject({ status: 413, details: "request_payload_too_large" });
+  });
+
+  it("answers a 200 MB body 413 while it streams in, without reading it", async () => {
     const answer = await new Promise<{ status: string; sentBefore: number }>((resolve) => {
       const socket = net.connect(port, "127.0.0.1");
       let sent = 0;
