@@ -79,13 +79,7 @@ export function readRequestBody(
       if (received > limits.maxBytes) return settle({ ok: false, problem: "too-large", received });
       chunks.push(chunk);
     };
-    // An h2 stream reset by the client ends the compat request like a complete one.
-    const onEnd = () =>
-      settle(
-        req.aborted
-          ? { ok: false, problem: "disconnect", received }
-          : { ok: true, body: Buffer.concat(chunks, received) },
-      );
+    const onEnd = () => settle({ ok: true, body: Buffer.concat(chunks, received) });
     const onError = () => settle({ ok: false, problem: failureOf(req), received });
     const onClose = () => {
       if (!req.readableEnded) settle({ ok: false, problem: failureOf(req), received });
@@ -98,6 +92,7 @@ export function readRequestBody(
     req.on("end", onEnd);
     req.on("error", onError);
     req.on("close", onClose);
+    // A client's h2 RST_STREAM: "aborted" comes first, then an "end" as if the body were whole.
     req.on("aborted", onError);
   });
 }
