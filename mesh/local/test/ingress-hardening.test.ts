@@ -344,6 +344,21 @@ describe("bounded request bodies", () => {
     await stillServes();
   });
 
+  it("ends an h2 request stream it answered 413, so the client stops sending", async () => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    const stream = session.request({ ":method": "POST", ":path": `${order}/PlaceOrder` });
+    stream.on("error", () => {});
+    stream.write(Buffer.alloc(defaultMaxRequestBytes + 1, 0x61)); // and never ends its side
+    const status = await new Promise((resolve) =>
+      stream.on("response", (headers) => resolve(headers[":status"])),
+    );
+    expect(status).toBe(413);
+    stream.resume();
+    await new Promise((resolve) => stream.on("close", resolve));
+    expect(stream.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    session.close();
+  });
+
   it("answers a declared 200 MB body 413 from its Content-Length, before any byte of it", async () => {
     const { response } = await raw(post(200 * 1024 * 1024), "wait", { waitMs: 3000 });
     expect(response).toMatch(/^HTTP\/1\.1 413 Payload Too Large\r\n/);
@@ -434,6 +449,17 @@ describe("timeouts for slow clients", () => {
     expect(hops.at(-1)).toMatchObject({ status: 408, details: "request_overall_timeout" });
     expect(received).toEqual([]);
     await stillServes(at);
+  });
+
+  it("closes an HTTP/1.1 connection with no traffic either way (and resets its upstream call)", async () => {
+    const at = await startIngress(limits);
+    hold = () => {}; // the upstream never answers
+    const { closedByServer, ms } = await raw(`${post(2)}{}`, "wait", { port: at, waitMs: 5000 });
+    expect(closedByServer).toBe(true);
+    expect(ms).toBeLessThan(4000);
+    await waitFor(() => hops.length === 1);
+    expect(hops[0]).toMatchObject({ status: 0, flags: "DC" });
+    await waitFor(() => upstreamClosed.length === 1);
   });
 
   it("closes an idle h2 session", async () => {
