@@ -122,13 +122,13 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
     const reply = (status: number, flags: string, details: string, text: string) => {
       if (!res.headersSent && !res.destroyed) {
         const unread = !req.complete;
-        if (unread) closeAfterResponse(req, res);
         res.writeHead(status, {
           "content-type": "text/plain",
           "x-request-id": requestId,
           ...(unread && req.httpVersionMajor === 1 && { connection: "close" }),
         });
         res.end(text);
+        if (unread) closeAfterResponse(req, res);
       } else res.destroy();
       record(status, flags, details);
     };
@@ -218,15 +218,15 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
   };
 }
 
+/** Called right after answering a request whose body was left unread. */
 function closeAfterResponse(req: DownstreamRequest, res: DownstreamResponse) {
-  res.once("finish", () => {
-    if (req.httpVersionMajor === 2) {
-      // The answer is complete; RST_STREAM(NO_ERROR) tells the client to stop sending.
-      const { stream } = req as http2.Http2ServerRequest;
-      if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-      return;
-    }
-    // Node half-closes after "connection: close" and discards what still arrives.
-    setTimeout(() => req.socket.destroy(), delayedCloseMs).unref();
-  });
+  if (req.httpVersionMajor === 2) {
+    // The answer is complete; RST_STREAM(NO_ERROR), sent once it is flushed, tells the client
+    // to stop sending (RFC 9113 section 8.1).
+    const { stream } = req as http2.Http2ServerRequest;
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    return;
+  }
+  // Node half-closes after "connection: close" and discards what still arrives.
+  res.once("finish", () => setTimeout(() => req.socket.destroy(), delayedCloseMs).unref());
 }
