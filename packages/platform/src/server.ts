@@ -80,12 +80,26 @@ export interface DualProtocolServer {
   accept(socket: Socket): void;
 }
 
+/** Limits against clients that hold a connection without completing their requests. */
+export interface ConnectionTimeouts {
+  /**
+   * A connection's request headers (HTTP/1.1), or its first bytes (before the protocol is
+   * known), must arrive within this. Node's default is 60 s.
+   */
+  headersTimeoutMs?: number;
+  /** A connection (HTTP/1.1) or session (h2) with no traffic either way is closed after this. */
+  idleTimeoutMs?: number;
+}
+
 /**
  * One plaintext port for HTTP/1.1 and h2c. Node's http2 server only accepts HTTP/1.1 next to
  * HTTP/2 over TLS (ALPN), so a TCP server reads the first bytes of each connection and hands
  * the socket to an HTTP/1.1 or an HTTP/2 server. Used by the services and by mesh/local.
  */
-export function createDualProtocolServer(handler: HttpHandler): DualProtocolServer {
+export function createDualProtocolServer(
+  handler: HttpHandler,
+  timeouts: ConnectionTimeouts = {},
+): DualProtocolServer {
   let inFlight = 0;
   let draining = false;
   let acceptsHandedSockets = false;
@@ -103,12 +117,26 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
     handler(req, res);
   };
 
-  const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, handle);
+  const { headersTimeoutMs, idleTimeoutMs } = timeouts;
+  const h1 = http.createServer(
+    {
+      keepAliveTimeout: 65_000,
+      requestTimeout: 0,
+      ...(headersTimeoutMs && {
+        headersTimeout: headersTimeoutMs,
+        // Node checks the headers timeout on this interval (default 30 s, far beyond 10 s).
+        connectionsCheckingInterval: Math.max(100, Math.min(30_000, headersTimeoutMs / 4)),
+      }),
+    },
+    handle,
+  );
+  if (idleTimeoutMs) h1.setTimeout(idleTimeoutMs); // with no listener, Node destroys the socket
   const h2 = http2.createServer({}, handle);
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    if (idleTimeoutMs) session.setTimeout(idleTimeoutMs, () => session.destroy());
   });
 
   const sockets = new Set<Socket>();
@@ -117,6 +145,11 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
   const tcp = createTcpServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
+    // A client may reset the connection before the protocol is known; unhandled, that
+    // ECONNRESET would end the process.
+    socket.on("error", () => socket.destroy());
+    const onSniffTimeout = () => socket.destroy();
+    if (headersTimeoutMs) socket.setTimeout(headersTimeoutMs, onSniffTimeout);
     let head = Buffer.alloc(0);
     const sniff = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -124,6 +157,7 @@ export function createDualProtocolServer(handler: HttpHandler): DualProtocolServ
       const looksLikeH2 = head.subarray(0, n).equals(h2Preface.subarray(0, n));
       if (looksLikeH2 && head.length < h2Preface.length) return; // need more bytes to decide
       socket.off("data", sniff);
+      socket.setTimeout(0, onSniffTimeout); // from here the HTTP server's timeouts apply
       socket.pause();
       socket.unshift(head);
       (looksLikeH2 ? h2 : h1).emit("connection", socket);
