@@ -1,63 +1,156 @@
+import http2 from "node:http2";
+import {
+  type DownstreamRequest,
+  type DownstreamResponse,
+  defaultMaxRequestBytes,
+  forwardableHeaders,
+  readRequestBody,
+} from "../forward.js";
 import { normalizeRequestTarget } from "../http-path.js";
-import type { DownstreamRequest, DownstreamResponse, ProxiedRequest } from "./outbound.js";
-import { newRequestId, passOn } from "./upstream.js";
+import { newRequestId } from "./upstream.js";
 
-/** The largest request body a proxy buffers (Envoy buffers what it may retry); beyond: 413. */
-export const maxRequestBodyBytes = 1024 * 1024;
+export type { DownstreamRequest, DownstreamResponse };
+
+/** A request as a proxy has read it: its path normalised once, its body buffered. */
+export interface ProxiedRequest {
+  req: DownstreamRequest;
+  res: DownstreamResponse;
+  method: string;
+  /** The normalised path: what routes and policies match. */
+  path: string;
+  /** The normalised path and the query as received: exactly what goes upstream. */
+  target: string;
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+  startedAt: number;
+  startTime: string;
+  requestId: string;
+}
 
 /**
- * Reads a downstream request the way every mesh/local listener must before routing or
- * policy: the path normalised once (what is matched is what is forwarded), the body read up
- * to a bound. Answers 400 or 413 itself and resolves undefined when the request cannot go on.
+ * What a client may hold of a listener. Envoy's defaults are no request-headers timeout and a
+ * 5 min stream idle timeout; on a laptop a client that has not sent its headers in 10 s or its
+ * (at most 1 MiB) body in 30 s is broken or hostile, and holding its connection only costs
+ * memory. The idle timeout stays Envoy's, so a slow upstream is not cut off early.
+ */
+export const listenerLimits = {
+  maxRequestBytes: defaultMaxRequestBytes,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 300_000,
+};
+export type ListenerLimits = typeof listenerLimits;
+
+// Envoy half-closes a connection it refuses and waits this long for the client to close
+// (delayed_close_timeout) before closing it hard, so that the client reads the answer.
+const delayedCloseMs = 1000;
+
+/** A proxy's own answer (Envoy's sendLocalReply); closes a connection whose body was not read. */
+export function localReply(
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+) {
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return;
+  }
+  const unread = !req.complete;
+  res.writeHead(status, {
+    "content-type": "text/plain",
+    "content-length": String(Buffer.byteLength(body)),
+    ...headers,
+    ...(unread && req.httpVersionMajor === 1 && { connection: "close" }),
+  });
+  res.end(body);
+  if (unread) closeAfterResponse(req, res);
+}
+
+/** Called right after answering a request whose body was left unread. */
+function closeAfterResponse(req: DownstreamRequest, res: DownstreamResponse) {
+  if (req.httpVersionMajor === 2) {
+    // The answer is complete; RST_STREAM(NO_ERROR), sent once it is flushed, tells the client
+    // to stop sending (RFC 9113 section 8.1).
+    const { stream } = req as http2.Http2ServerRequest;
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    return;
+  }
+  // Node half-closes after "connection: close" and discards what still arrives.
+  res.once("finish", () => setTimeout(() => req.socket.destroy(), delayedCloseMs).unref());
+}
+
+/** Why a request could not be read, for the access record (Envoy's flags and details). */
+export interface Refusal {
+  status: number;
+  flags: string;
+  details: string;
+  /** What was known of the request when it was refused. */
+  request: Omit<ProxiedRequest, "body" | "res" | "target"> & { body: Buffer };
+}
+
+/**
+ * Reads a downstream request the way every mesh/local listener must before routing or policy:
+ * the path normalised once (what is matched is what is forwarded: Istio's
+ * `pathNormalization: BASE`), the body read within the listener's bounds. Answers 400, 408 or
+ * 413 itself and reports the refusal; never throws, whatever the client does.
  */
 export async function readDownstream(
   req: DownstreamRequest,
   res: DownstreamResponse,
-  onRefused: (status: number, details: string) => void,
-  limit = maxRequestBodyBytes,
+  limits: Pick<ListenerLimits, "maxRequestBytes" | "requestTimeoutMs">,
+  onRefused: (refusal: Refusal) => void,
 ): Promise<ProxiedRequest | undefined> {
+  req.on("error", () => {});
+  res.on("error", () => {});
   const startedAt = performance.now();
   const startTime = new Date().toISOString();
-  const refuse = (status: number, body: string, details: string) => {
-    if (!res.headersSent) {
-      res.writeHead(status, {
-        "content-type": "text/plain",
-        "content-length": String(Buffer.byteLength(body)),
-        ...(req.httpVersionMajor === 1 ? { connection: "close" } : {}),
-      });
-      res.end(body);
-    }
-    onRefused(status, details);
-    return undefined;
-  };
-  const target = normalizeRequestTarget(req.url ?? "/");
-  if (!target.ok) return refuse(400, "Bad Request", target.reason);
-  const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > limit) return refuse(413, "Payload Too Large", "request_payload_too_large");
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > limit) return refuse(413, "Payload Too Large", "request_payload_too_large");
-      chunks.push(chunk as Buffer);
-    }
-  } catch {
-    // The client went away mid-body (Envoy's DC: downstream connection termination).
-    onRefused(0, "downstream_remote_disconnect");
-    return undefined;
-  }
-  const headers = passOn(req.headers);
-  return {
+  const headers = forwardableHeaders(req.headers);
+  const requestId = newRequestId(headers);
+  const known = {
     req,
-    res,
-    method: req.method ?? "GET",
-    path: target.path,
+    method: req.method ?? "",
+    path: req.url ?? "",
     headers,
-    body: Buffer.concat(chunks),
+    body: Buffer.alloc(0),
     startedAt,
     startTime,
-    requestId: newRequestId(headers),
+    requestId,
+  };
+  const refuse = (status: number, flags: string, details: string, text?: string) => {
+    if (text !== undefined) localReply(req, res, status, text, { "x-request-id": requestId });
+    onRefused({ status, flags, details, request: known });
+    return undefined;
+  };
+
+  const normalized = normalizeRequestTarget(req.url ?? "");
+  if (!normalized.ok) {
+    return refuse(400, "-", "path_normalization_failed", `Bad Request: ${normalized.reason}`);
+  }
+  known.path = normalized.path;
+  const read = await readRequestBody(req, {
+    maxBytes: limits.maxRequestBytes,
+    timeoutMs: limits.requestTimeoutMs,
+  });
+  if (!read.ok) {
+    switch (read.problem) {
+      case "too-large":
+        return refuse(413, "-", "request_payload_too_large", "Payload Too Large");
+      case "timeout":
+        return refuse(408, "-", "request_overall_timeout", "request timeout");
+      case "malformed": // Node's HTTP/1.1 parser has answered 400 and closed the connection
+        return refuse(400, "DPE", "http1.codec_error");
+      case "disconnect":
+        return refuse(0, "DC", "downstream_remote_disconnect");
+    }
+  }
+  return {
+    ...known,
+    res,
+    method: req.method ?? "GET",
+    target: normalized.target,
+    body: read.body,
   };
 }
 

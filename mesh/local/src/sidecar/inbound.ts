@@ -1,12 +1,19 @@
 import http2 from "node:http2";
 import { connect } from "node:net";
-import { formatXfcc, type InboundPeer } from "../identity/index.js";
+import { forwardClientCert, type InboundPeer } from "../identity/index.js";
 import { authorize, createRequestAuthenticator, type MeshConfig } from "../mesh/index.js";
-import { headerOf, readDownstream } from "./downstream.js";
+import {
+  type DownstreamRequest,
+  type DownstreamResponse,
+  headerOf,
+  listenerLimits,
+  localReply,
+  type ProxiedRequest,
+  readDownstream,
+} from "./downstream.js";
 import type { EndpointRegistry, Instance } from "./instances.js";
 import { ingressGateway } from "./instances.js";
-import type { DownstreamRequest, DownstreamResponse, ProxiedRequest } from "./outbound.js";
-import { type AccessRecord, type Telemetry, traceIdOf } from "./telemetry.js";
+import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
 import { relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 export interface InboundOptions {
@@ -55,98 +62,58 @@ export function createInbound(options: InboundOptions) {
   };
 
   function record(
-    request: Pick<ProxiedRequest, "req" | "method" | "path" | "headers" | "startedAt" | "startTime" | "requestId"> & {
-      body?: Buffer;
-    },
+    request: Omit<ProxiedRequest, "res" | "target">,
     peer: InboundPeer,
     fields: Partial<AccessRecord>,
   ) {
     const source = sourceOf(peer.principal);
-    options.telemetry.record({
-      start_time: request.startTime,
-      route_name: "default",
-      method: request.method,
-      path: request.path,
-      protocol: `HTTP/${request.req.httpVersion}`,
-      response_code: 0,
-      response_flags: "-",
-      response_code_details: "via_upstream",
-      connection_termination_details: null,
-      bytes_received: request.body?.length ?? 0,
-      bytes_sent: 0,
-      duration: Math.round(performance.now() - request.startedAt),
-      upstream_service_time: null,
-      x_forwarded_for: headerOf(request.headers, "x-forwarded-for") ?? null,
-      user_agent: headerOf(request.headers, "user-agent") ?? null,
-      request_id: request.requestId,
-      authority: (request.req.headers[":authority"] ?? request.req.headers.host ?? null) as
-        | string
-        | null,
-      upstream_host: `unix:${options.appSocket}`,
-      upstream_cluster: "inbound|8080||",
-      upstream_local_address: null,
-      downstream_local_address: request.req.socket
-        ? `${request.req.socket.localAddress}:${request.req.socket.localPort}`
-        : null,
-      downstream_remote_address: request.req.socket
-        ? `${request.req.socket.remoteAddress}:${request.req.socket.remotePort}`
-        : null,
-      requested_server_name: peer.tls ? `outbound_.8080_._.${instance.app}.${instance.namespace}.svc.cluster.local` : null,
-      upstream_transport_failure_reason: null,
-      reporter: "destination",
-      source_workload: source.workload,
-      source_version: source.version,
-      source_principal: peer.principal ?? null,
-      destination_workload: instance.app,
-      destination_version: instance.version,
-      destination_principal: instance.principal,
-      connection_security_policy: peer.tls ? "mutual_tls" : "none",
-      grpc_status: null,
-      attempts: 1,
-      trace_id: traceIdOf(headerOf(request.headers, "traceparent")),
-      ...fields,
-    });
+    options.telemetry.record(
+      accessRecord(request, {
+        reporter: "destination",
+        route_name: "default",
+        upstream_host: `unix:${options.appSocket}`,
+        upstream_cluster: "inbound|8080||",
+        requested_server_name: peer.tls
+          ? `outbound_.8080_._.${instance.app}.${instance.namespace}.svc.cluster.local`
+          : null,
+        source_workload: source.workload,
+        source_version: source.version,
+        source_principal: peer.principal ?? null,
+        destination_workload: instance.app,
+        destination_version: instance.version,
+        destination_principal: instance.principal,
+        connection_security_policy: peer.tls ? "mutual_tls" : "none",
+        attempts: 1,
+        ...fields,
+      }),
+    );
   }
 
-  function reply(res: DownstreamResponse, status: number, body: string, headers: Record<string, string> = {}) {
-    if (res.headersSent) return res.destroy?.();
-    res.writeHead(status, {
-      "content-type": "text/plain",
-      "content-length": String(Buffer.byteLength(body)),
-      ...headers,
-    });
-    res.end(body);
-  }
+  const reply = (
+    req: DownstreamRequest,
+    res: DownstreamResponse,
+    status: number,
+    body: string,
+    headers: Record<string, string> = {},
+  ) => localReply(req, res, status, body, headers);
 
   async function handle(req: DownstreamRequest, res: DownstreamResponse, peer: InboundPeer) {
-    const startedAt = performance.now();
-    const startTime = new Date().toISOString();
-    const request = await readDownstream(req, res, (status, details) =>
-      record(
-        {
-          req,
-          method: req.method ?? "",
-          path: req.url ?? "",
-          headers: {},
-          startedAt,
-          startTime,
-          requestId: String(req.headers["x-request-id"] ?? ""),
-        },
-        peer,
-        { response_code: status, response_flags: status ? "-" : "DC", response_code_details: details },
-      ),
+    const request = await readDownstream(req, res, listenerLimits, (refusal) =>
+      record(refusal.request, peer, {
+        response_code: refusal.status,
+        response_flags: refusal.flags,
+        response_code_details: refusal.details,
+      }),
     );
     if (!request) return;
     const config = options.config();
     const { headers } = request;
-    // Whatever the client claims about certificates is dropped; the proxy states what it saw.
-    delete headers["x-forwarded-client-cert"];
-    const query = new URLSearchParams(request.path.split("?")[1] ?? "");
+    const query = new URLSearchParams(request.target.slice(request.path.length));
     const header = (name: string) => headerOf(headers, name);
 
     const authn = await authenticatorFor(config).authenticate({ header, query });
     if (!authn.ok) {
-      reply(res, authn.status, authn.body, { "www-authenticate": "Bearer realm=\"\", error=\"invalid_token\"" });
+      reply(req, res, authn.status, authn.body, { "www-authenticate": "Bearer realm=\"\", error=\"invalid_token\"" });
       return record(request, peer, {
         response_code: authn.status,
         response_code_details: "jwt_authn_access_denied",
@@ -160,32 +127,29 @@ export function createInbound(options: InboundOptions) {
         ...(authn.principal ? { requestPrincipal: authn.principal } : {}),
         ...(authn.claims ? { claims: authn.claims } : {}),
         method: request.method,
-        path: request.path.split("?")[0] ?? "/",
+        path: request.path,
         host: header(":authority") ?? header("host") ?? instance.app,
         port: 8080,
         header,
       },
     );
     if (!decision.allowed) {
-      reply(res, decision.status, decision.body);
+      reply(req, res, decision.status, decision.body);
       return record(request, peer, {
         response_code: decision.status,
         response_code_details: `rbac_access_denied_matched_policy[${decision.policy ?? "none"}]`,
       });
     }
     if (authn.stripAuthorization) delete headers.authorization;
-    if (peer.tls && peer.spiffeId) {
-      headers["x-forwarded-client-cert"] = formatXfcc({
-        by: selfSpiffe,
-        hash: peer.certificateHash ?? "",
-        uri: peer.spiffeId,
-      });
-    }
+    // What the client claimed of certificates goes; the proxy states the peer it verified.
+    const xfcc = forwardClientCert(header("x-forwarded-client-cert"), peer, selfSpiffe);
+    if (xfcc === undefined) delete headers["x-forwarded-client-cert"];
+    else headers["x-forwarded-client-cert"] = xfcc;
 
     const sentAt = performance.now();
     const result = await sendUpstream(app.get("app"), {
       method: request.method,
-      path: request.path,
+      path: request.target,
       authority: header(":authority") ?? header("host") ?? `${instance.app}:8080`,
       headers,
       body: request.body,
@@ -193,6 +157,7 @@ export function createInbound(options: InboundOptions) {
     if (result.kind !== "response") {
       app.drop("app");
       reply(
+        req,
         res,
         503,
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure",

@@ -12,7 +12,7 @@ import {
 import { MeshConfigError } from "../istio.js";
 import { loadMeshConfig, type MeshConfig, routeFor } from "../mesh/index.js";
 import { workloadOf } from "../routing.js";
-import { readDownstream } from "./downstream.js";
+import { listenerLimits, readDownstream } from "./downstream.js";
 import { createInbound } from "./inbound.js";
 import { EndpointRegistry, type Instance } from "./instances.js";
 import { createOutbound, type Outbound, type Source } from "./outbound.js";
@@ -102,25 +102,16 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
   /** A plaintext listener on loopback where an app calls one service (Istio's outbound listener). */
   async function outboundListener(outbound: Outbound, service: string) {
     const server = createDualProtocolServer(async (req, res) => {
-      const request = await readDownstream(req, res, (status, details) =>
-        outbound.record(
-          {
-            req,
-            res,
-            method: req.method ?? "",
-            path: req.url ?? "",
-            headers: {},
-            body: Buffer.alloc(0),
-            startedAt: performance.now(),
-            startTime: new Date().toISOString(),
-            requestId: String(req.headers["x-request-id"] ?? ""),
-          },
-          { response_code: status, response_flags: status ? "-" : "DC", response_code_details: details },
-        ),
+      const request = await readDownstream(req, res, listenerLimits, (refusal) =>
+        outbound.record(refusal.request, {
+          response_code: refusal.status,
+          response_flags: refusal.flags,
+          response_code_details: refusal.details,
+        }),
       );
       if (!request) return;
       const route = routeFor(config(), service, {
-        path: request.path.split("?")[0] ?? "/",
+        path: request.path,
         method: request.method,
         header: (name) => {
           const value = request.headers[name];
@@ -131,7 +122,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
         return outbound.reply(request, 404, "", { response_flags: "NR", response_code_details: "route_not_found" });
       }
       await outbound.forward(request, route);
-    });
+    }, listenerLimits);
     const address = await server.listen(0, host);
     listeners.push(server);
     return `http://${host}:${address.port}`;

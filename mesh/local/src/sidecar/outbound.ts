@@ -1,5 +1,4 @@
-import type http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { WorkloadCertificate } from "../identity/index.js";
 import { mutualTlsSession } from "../identity/index.js";
@@ -16,12 +15,10 @@ import {
   type TrafficPolicy,
   trafficPolicyFor,
 } from "../mesh/index.js";
+import { localReply as sendLocalReply, type ProxiedRequest } from "./downstream.js";
 import type { Endpoint, EndpointRegistry } from "./instances.js";
-import { type AccessRecord, type Telemetry, traceIdOf } from "./telemetry.js";
-import { passOn, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
-
-export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
-export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
+import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
+import { relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 /** Who is calling: a workload instance's outbound side, or the ingress gateway. */
 export interface Source {
@@ -31,26 +28,17 @@ export interface Source {
   principal: string;
 }
 
-/** A request as the proxy has read it: the path already normalised, the body buffered. */
-export interface ProxiedRequest {
-  req: DownstreamRequest;
-  res: DownstreamResponse;
-  method: string;
-  /** Normalised path plus the query, exactly what goes upstream. */
-  path: string;
-  headers: Record<string, string | string[]>;
-  body: Buffer;
-  startedAt: number;
-  startTime: string;
-  requestId: string;
-}
-
 export interface OutboundOptions {
   source: Source;
   config(): MeshConfig;
   endpoints: EndpointRegistry;
   certificate(): WorkloadCertificate;
   telemetry: Telemetry;
+  /**
+   * How this proxy reaches endpoints: mTLS to their inbound sides (the mesh), or — for the
+   * benchmark that measures what the sidecars cost — plaintext h2c straight to the apps.
+   */
+  transport?: "mtls" | "plaintext";
   random?: () => number;
 }
 
@@ -89,6 +77,7 @@ export function createOutbound(options: OutboundOptions) {
   const clusters = new Map<string, Cluster>();
   const sessions = new SessionPool((key) => {
     const [host, port, spiffeId] = key.split("|");
+    if (options.transport === "plaintext") return http2.connect(`http://${host}:${port}`);
     return mutualTlsSession({
       host: host!,
       port: Number(port),
@@ -119,52 +108,17 @@ export function createOutbound(options: OutboundOptions) {
     return cluster;
   }
 
-  function record(request: ProxiedRequest, fields: Partial<AccessRecord>) {
-    const entry: AccessRecord = {
-      start_time: request.startTime,
-      route_name: null,
-      method: request.method,
-      path: request.path,
-      protocol: `HTTP/${request.req.httpVersion}`,
-      response_code: 0,
-      response_flags: "-",
-      response_code_details: "via_upstream",
-      connection_termination_details: null,
-      bytes_received: request.body.length,
-      bytes_sent: 0,
-      duration: Math.round(performance.now() - request.startedAt),
-      upstream_service_time: null,
-      x_forwarded_for: (request.headers["x-forwarded-for"] as string | undefined) ?? null,
-      user_agent: (request.headers["user-agent"] as string | undefined) ?? null,
-      request_id: request.requestId,
-      authority: (request.req.headers[":authority"] ?? request.req.headers.host ?? null) as
-        | string
-        | null,
-      upstream_host: null,
-      upstream_cluster: null,
-      upstream_local_address: null,
-      downstream_local_address: request.req.socket
-        ? `${request.req.socket.localAddress}:${request.req.socket.localPort}`
-        : null,
-      downstream_remote_address: request.req.socket
-        ? `${request.req.socket.remoteAddress}:${request.req.socket.remotePort}`
-        : null,
-      requested_server_name: null,
-      upstream_transport_failure_reason: null,
-      reporter: "source",
-      source_workload: options.source.workload,
-      source_version: options.source.version,
-      source_principal: options.source.principal,
-      destination_workload: null,
-      destination_version: null,
-      destination_principal: null,
-      connection_security_policy: "mutual_tls",
-      grpc_status: null,
-      attempts: 0,
-      trace_id: traceIdOf(request.headers.traceparent as string | undefined),
-      ...fields,
-    };
-    options.telemetry.record(entry);
+  function record(request: Omit<ProxiedRequest, "res" | "target">, fields: Partial<AccessRecord>) {
+    options.telemetry.record(
+      accessRecord(request, {
+        reporter: "source",
+        source_workload: options.source.workload,
+        source_version: options.source.version,
+        source_principal: options.source.principal,
+        connection_security_policy: options.transport === "plaintext" ? "none" : "mutual_tls",
+        ...fields,
+      }),
+    );
   }
 
   function reply(
@@ -174,18 +128,10 @@ export function createOutbound(options: OutboundOptions) {
     fields: Partial<AccessRecord> & { response_flags: string },
     extraHeaders: Record<string, string> = {},
   ) {
-    const { res } = request;
-    if (!res.headersSent) {
-      res.writeHead(status, {
-        "content-type": "text/plain",
-        "content-length": String(Buffer.byteLength(body)),
-        "x-request-id": request.requestId,
-        ...extraHeaders,
-      });
-      res.end(body);
-    } else {
-      res.destroy?.();
-    }
+    sendLocalReply(request.req, request.res, status, body, {
+      "x-request-id": request.requestId,
+      ...extraHeaders,
+    });
     record(request, { response_code: status, bytes_sent: Buffer.byteLength(body), ...fields });
   }
 
@@ -276,7 +222,7 @@ export function createOutbound(options: OutboundOptions) {
       const sentAt = performance.now();
       const result = await sendUpstream(sessions.get(sessionKey(endpoint)), {
         method: request.method,
-        path: request.path,
+        path: request.target,
         authority: host,
         headers: { ...request.headers, "x-envoy-attempt-count": String(attempt) },
         body: request.body,

@@ -49,6 +49,69 @@ export interface AccessRecord {
   trace_id: string | null;
 }
 
+/** What every access record says of the downstream request, whoever records it. */
+export interface RequestFacts {
+  req: {
+    httpVersion: string;
+    headers: Record<string, string | string[] | undefined>;
+    socket?: { localAddress?: string; localPort?: number; remoteAddress?: string; remotePort?: number } | null;
+  };
+  method: string;
+  path: string;
+  headers: Record<string, string | string[]>;
+  body?: Buffer;
+  startedAt: number;
+  startTime: string;
+  requestId: string;
+}
+
+const one = (value: string | string[] | undefined) =>
+  (Array.isArray(value) ? value.join(",") : value) ?? null;
+const address = (host?: string, port?: number) => (host ? `${host}:${port}` : null);
+
+/** An access record for a request, the reporting proxy's fields given. */
+export function accessRecord(
+  request: RequestFacts,
+  fields: Partial<AccessRecord> & Pick<AccessRecord, "reporter" | "source_workload" | "source_version">,
+): AccessRecord {
+  const socket = request.req.socket;
+  return {
+    start_time: request.startTime,
+    route_name: null,
+    method: request.method,
+    path: request.path,
+    protocol: `HTTP/${request.req.httpVersion}`,
+    response_code: 0,
+    response_flags: "-",
+    response_code_details: "via_upstream",
+    connection_termination_details: null,
+    bytes_received: request.body?.length ?? 0,
+    bytes_sent: 0,
+    duration: Math.round(performance.now() - request.startedAt),
+    upstream_service_time: null,
+    x_forwarded_for: one(request.headers["x-forwarded-for"]),
+    user_agent: one(request.headers["user-agent"]),
+    request_id: request.requestId,
+    authority: one(request.req.headers[":authority"] ?? request.req.headers.host),
+    upstream_host: null,
+    upstream_cluster: null,
+    upstream_local_address: null,
+    downstream_local_address: address(socket?.localAddress, socket?.localPort),
+    downstream_remote_address: address(socket?.remoteAddress, socket?.remotePort),
+    requested_server_name: null,
+    upstream_transport_failure_reason: null,
+    source_principal: null,
+    destination_workload: null,
+    destination_version: null,
+    destination_principal: null,
+    connection_security_policy: "none",
+    grpc_status: null,
+    attempts: 0,
+    trace_id: traceIdOf(one(request.headers.traceparent) ?? undefined),
+    ...fields,
+  };
+}
+
 export interface Telemetry {
   record(entry: AccessRecord): void;
   registry: Registry;
@@ -119,7 +182,7 @@ export function createTelemetry(options: {
         destination_principal: entry.destination_principal
           ? `spiffe://${entry.destination_principal}`
           : "unknown",
-        request_protocol: entry.protocol.startsWith("HTTP/2") ? "http" : "http",
+        request_protocol: entry.grpc_status !== null ? "grpc" : "http",
         response_code: String(entry.response_code),
         response_flags: entry.response_flags,
         grpc_response_status: entry.grpc_status ?? "",

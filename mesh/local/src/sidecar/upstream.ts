@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import http2 from "node:http2";
+import { forwardableHeaders } from "../forward.js";
 
 /**
  * One request to an upstream over an HTTP/2 session (mTLS to another proxy's inbound side, or
@@ -17,30 +18,6 @@ export type UpstreamResult =
     }
   | { kind: "connect-failure" | "reset" | "refused-stream"; reason: string }
   | { kind: "timeout" };
-
-// HTTP/2 pseudo-headers and connection-specific headers (RFC 9113 §8.2.2) never cross a hop.
-const connectionSpecific = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "upgrade",
-  "host",
-  "http2-settings",
-  "te",
-]);
-
-/** The headers of a request or response that a proxy passes on. */
-export function passOn(
-  headers: http2.IncomingHttpHeaders | Record<string, string | string[] | undefined>,
-): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(":") || connectionSpecific.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
-}
 
 export interface UpstreamRequest {
   method: string;
@@ -168,7 +145,7 @@ export function relayResponse(
   result: Extract<UpstreamResult, { kind: "response" }>,
   done: (bytes: number, grpcStatus: string | null, error?: string) => void,
 ) {
-  res.writeHead(result.status, passOn(result.headers));
+  res.writeHead(result.status, forwardableHeaders(result.headers));
   let bytes = 0;
   let grpcStatus = (result.headers["grpc-status"] as string | undefined) ?? null;
   result.stream.on("data", (chunk: Buffer) => {
@@ -177,7 +154,7 @@ export function relayResponse(
   result.stream.on("trailers", (trailers) => {
     grpcStatus = (trailers["grpc-status"] as string | undefined) ?? grpcStatus;
     if (req.httpVersionMajor === 2) {
-      (res as http2.Http2ServerResponse).addTrailers(passOn(trailers));
+      (res as http2.Http2ServerResponse).addTrailers(forwardableHeaders(trailers));
     }
   });
   // pipe() keeps to the slower side's pace and ends the response after the trailers.
