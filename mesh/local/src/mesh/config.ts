@@ -15,8 +15,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { z } from "zod";
-import { workloadOf } from "../routing.js";
 import { parseIstioDuration } from "./duration.js";
+import { workloadOf } from "./match.js";
 
 export class MeshConfigError extends Error {
   override name = "MeshConfigError";
