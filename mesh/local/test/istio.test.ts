@@ -31,9 +31,9 @@ describe("loading mesh/istio", () => {
   });
 
   it("refuses a field it does not implement, naming the resource and the field", () => {
-    expect(() => loadIngress(fixture("retries"))).toThrowError(MeshConfigError);
-    expect(() => loadIngress(fixture("retries"))).toThrow(
-      /VirtualService edge: spec\.http\.0\.retries: not implemented/,
+    expect(() => loadIngress(fixture("unimplemented"))).toThrowError(MeshConfigError);
+    expect(() => loadIngress(fixture("unimplemented"))).toThrow(
+      /VirtualService edge: spec\.http\.0\.mirror: not implemented/,
     );
   });
 

@@ -79,6 +79,12 @@ const celRules = new Map<string, (self: unknown) => boolean>(
     '((has(self.operation) ? self.operation : "") == "REMOVE") ? !has(self.value) : true': (
       self: unknown,
     ) => (self as Schema).operation !== "REMOVE" || !has(self, "value"),
+    // EnvoyFilter (mesh/istio/rate-limit.yaml).
+    "(has(self.workloadSelector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1": (self: unknown) =>
+      count(self, "workloadSelector", "targetRefs") <= 1,
+    'has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)':
+      (self: unknown) =>
+        (self as Schema).context === "WAYPOINT" ? has(self, "waypoint") : !has(self, "waypoint"),
     "(has(self.tlsCertificates) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1": (
       self: unknown,
     ) => count(self, "tlsCertificates", "credentialNames") <= 1,
