@@ -1,12 +1,15 @@
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import {
-  LocalRateLimiter,
-  type LocalRateLimit,
-  type MeshRoute,
-  retryPolicy,
+  durationMs,
   type HttpRoute,
+  type LocalRateLimit,
+  LocalRateLimiter,
+  type MeshRoute,
+  matchesRoute,
+  pickDestination,
+  retryPolicy,
+  workloadOf,
 } from "./mesh/index.js";
-import { chooseRoute, workloadOf } from "./routing.js";
 import {
   headerOf,
   type ListenerLimits,
@@ -73,36 +76,33 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
         );
       }
     }
-    const choice = chooseRoute(config.ingressRoutes, {
-      path: request.path,
-      method: request.method,
-      header,
-    });
-    if (!choice) {
+    const facts = { path: request.path, method: request.method, header };
+    const route = config.ingressRoutes.find((candidate) => matchesRoute(candidate, facts));
+    if (!route) {
       return outbound.reply(request, 404, "", {
         response_flags: "NR",
         response_code_details: "route_not_found",
       });
     }
-    const host = workloadOf(choice.host, config.namespace);
-    const destination = choice.route.route.find((r) => r.destination.host === choice.host)
-      ?.destination;
-    if (!host || !destination) {
+    const { destination } = pickDestination(route, Math.random);
+    const host = workloadOf(destination.host, config.namespace);
+    if (!host) {
       return outbound.reply(request, 503, "no healthy upstream", {
-        route_name: choice.route.name ?? null,
+        route_name: route.name ?? null,
         response_flags: "UH",
         response_code_details: "cluster_not_found",
       });
     }
     const meshRoute: MeshRoute = {
-      ...(choice.route.name ? { name: choice.route.name } : {}),
+      ...(route.name ? { name: route.name } : {}),
       destination: {
         host,
         ...(destination.subset ? { subset: destination.subset } : {}),
         ...(destination.port ? { port: destination.port.number } : {}),
       },
-      retry: retryPolicy(choice.route.retries),
-      ...(choice.route.timeout ? { timeoutMs: choice.route.timeoutMs } : {}),
+      ...(route.timeout ? { timeoutMs: durationMs(route.timeout) } : {}),
+      retry: retryPolicy(route.retries),
+      ...(route.fault ? { fault: route.fault } : {}),
     };
     await outbound.forward(request, meshRoute);
   }

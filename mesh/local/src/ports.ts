@@ -1,3 +1,4 @@
+import { chmodSync, rmSync } from "node:fs";
 import net from "node:net";
 import { getSystemErrorName } from "node:util";
 
@@ -28,6 +29,34 @@ type CreateServerHandle = (
 // connection can take it as its ephemeral port (Linux skips bound ports).
 const createServerHandle = (net as unknown as { _createServerHandle?: CreateServerHandle })
   ._createServerHandle;
+
+/**
+ * Binds a Unix socket at path (replacing a stale one) for a child to listen on: the apps behind
+ * their sidecars listen on nothing else, so no other workload reaches them over the network.
+ */
+export function reserveUnixSocket(path: string): { readonly path: string; readonly fd: number; release(): void } {
+  if (typeof createServerHandle !== "function") {
+    throw new Error(`Node ${process.version} has no net._createServerHandle, which mesh/local uses to bind the services' sockets`);
+  }
+  rmSync(path, { force: true });
+  // port -1 and address type -1: a pipe (Unix socket) bound at `path`.
+  const handle = createServerHandle(path, -1, -1);
+  if (typeof handle === "number") {
+    throw new Error(`cannot bind the Unix socket ${path}: ${getSystemErrorName(handle)}`);
+  }
+  chmodSync(path, 0o600);
+  let released = false;
+  return {
+    path,
+    fd: handle.fd,
+    release() {
+      if (released) return;
+      released = true;
+      handle.close();
+      rmSync(path, { force: true });
+    },
+  };
+}
 
 /** Binds host:0 and returns the port the operating system assigned. */
 export function reservePort(host: string): ReservedPort {

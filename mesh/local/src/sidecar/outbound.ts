@@ -6,10 +6,11 @@ import {
   backoffMs,
   chooseFault,
   ConnectionPool,
+  EndpointPicker,
+  isOverflow,
   type MeshConfig,
   type MeshRoute,
   OutlierDetector,
-  pickEndpoint,
   shouldRetry,
   subsetLabels,
   type TrafficPolicy,
@@ -59,7 +60,9 @@ interface Cluster {
   policy: TrafficPolicy;
   policyJson: string;
   pool: ConnectionPool;
-  outliers: OutlierDetector;
+  /** Absent without outlierDetection: then no endpoint is ever ejected. */
+  outliers: OutlierDetector | undefined;
+  picker: EndpointPicker;
   active: Map<string, number>;
 }
 
@@ -100,7 +103,8 @@ export function createOutbound(options: OutboundOptions) {
         policy,
         policyJson,
         pool: new ConnectionPool(policy.connectionPool),
-        outliers: new OutlierDetector(policy.outlierDetection),
+        outliers: policy.outlierDetection && new OutlierDetector(policy.outlierDetection),
+        picker: new EndpointPicker(policy.loadBalancer),
         active: new Map(),
       };
       clusters.set(key, cluster);
@@ -171,10 +175,13 @@ export function createOutbound(options: OutboundOptions) {
     const tried = new Set<string>();
     const flags = [...faultFlags];
     const retry = route.retry;
+    // Whether the attempt under way is a retry holding one of the pool's maxRetries.
+    let retrying = false;
 
     for (let attempt = 1; ; attempt++) {
       const candidates = options.endpoints.select(host, labels);
-      const healthy = new Set(cluster.outliers.healthy(candidates.map((e) => e.instance.id)));
+      const ids = candidates.map((e) => e.instance.id);
+      const healthy = new Set(cluster.outliers ? cluster.outliers.healthy(ids) : ids);
       const eligible = candidates.filter((e) => healthy.has(e.instance.id));
       if (eligible.length === 0) {
         return reply(request, 503, localReply.noHealthyUpstream, {
@@ -187,12 +194,11 @@ export function createOutbound(options: OutboundOptions) {
       // Istio's previous_hosts retry predicate: a retry prefers a host not tried yet.
       const fresh = eligible.filter((e) => !tried.has(e.instance.id));
       const pool = fresh.length ? fresh : eligible;
-      const chosen = pickEndpoint(
-        cluster.policy.loadBalancer,
+      const chosen = cluster.picker.pick(
         pool.map((e) => ({ id: e.instance.id, activeRequests: cluster.active.get(e.instance.id) ?? 0 })),
         random,
       );
-      const endpoint = pool.find((e) => e.instance.id === chosen.id) ?? pool[0]!;
+      const endpoint = pool.find((e) => e.instance.id === chosen?.id) ?? pool[0]!;
       tried.add(endpoint.instance.id);
       const target: Partial<AccessRecord> = {
         ...base,
@@ -202,8 +208,8 @@ export function createOutbound(options: OutboundOptions) {
         destination_principal: endpoint.instance.principal,
       };
 
-      const lease = cluster.pool.acquire("http2");
-      if ("overflow" in lease) {
+      const lease = cluster.pool.acquire("http2", deadline);
+      if (isOverflow(lease)) {
         return reply(
           request,
           503,
@@ -212,12 +218,25 @@ export function createOutbound(options: OutboundOptions) {
           { "x-envoy-overloaded": "true" },
         );
       }
-      const held = await lease;
+      let held: Awaited<typeof lease>;
+      try {
+        held = await lease;
+      } catch {
+        // Queued for a connection until the route timeout.
+        if (retrying) cluster.pool.retryFinished();
+        return reply(request, 504, localReply.timeout, {
+          ...target,
+          response_flags: [...flags, "UT"].join(","),
+          response_code_details: "upstream_response_timeout",
+        });
+      }
       const id = endpoint.instance.id;
       cluster.active.set(id, (cluster.active.get(id) ?? 0) + 1);
       const release = () => {
         cluster.active.set(id, (cluster.active.get(id) ?? 1) - 1);
         held.release();
+        if (retrying) cluster.pool.retryFinished();
+        retrying = false;
       };
       const sentAt = performance.now();
       const result = await sendUpstream(sessions.get(sessionKey(endpoint)), {
@@ -232,9 +251,9 @@ export function createOutbound(options: OutboundOptions) {
       const routeTimedOut = deadline?.aborted ?? false;
 
       if (result.kind === "response") {
-        cluster.outliers.record(id, { status: result.status });
+        cluster.outliers?.record(id, { status: result.status });
       } else {
-        cluster.outliers.record(id, { localOriginFailure: true });
+        cluster.outliers?.record(id, { localOriginFailure: true });
         if (result.kind !== "timeout") sessions.drop(sessionKey(endpoint));
       }
 
@@ -262,9 +281,11 @@ export function createOutbound(options: OutboundOptions) {
       const retriesLeft = attempt - 1 < retry.attempts;
       if (retriesLeft && shouldRetry(retry, outcome) && cluster.pool.tryRetry()) {
         release();
+        retrying = true;
         if (result.kind === "response") result.stream.close();
         await sleep(backoffMs(attempt, random));
         if (deadline?.aborted) {
+          cluster.pool.retryFinished();
           return reply(request, 504, localReply.timeout, {
             ...target,
             response_flags: [...flags, "UT"].join(","),
