@@ -17,8 +17,9 @@ function upstreamServer(): DualProtocolServer {
     req.on("end", () => {
       if (req.url?.startsWith("/reset")) return req.socket.destroy();
       if (req.url?.startsWith("/half")) {
-        res.writeHead(200);
-        res.write("part");
+        const response = res as http.ServerResponse; // one of the two; the same calls
+        response.writeHead(200);
+        response.write("part");
         setTimeout(() => req.socket.destroy(), 20);
         return;
       }
