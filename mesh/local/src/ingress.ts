@@ -20,7 +20,7 @@ export interface Hop {
   destination: string | undefined;
   route: string | undefined;
   method: string;
-  /** The normalised path (what was routed and forwarded), or the raw target if refused. */
+  /** The normalised path (what was routed and forwarded), or the raw one if refused; no query. */
   path: string;
   protocol: string;
   /** 0 when no response was sent (the client went away first). */
@@ -100,7 +100,7 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
       destination: undefined,
       route: undefined,
       method: req.method ?? "",
-      path: rawTarget,
+      path: rawTarget.split("?")[0] ?? "", // never the query: it may carry a token
       protocol: `HTTP/${req.httpVersion}`,
       status: 0,
       flags: "-",
