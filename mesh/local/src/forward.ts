@@ -222,11 +222,11 @@ export function createUpstreams(): Upstreams {
       if (request.protocol === "h2") {
         let stream: http2.ClientHttp2Stream;
         try {
-          stream = h2Session(base).request({
-            ...headers,
-            ":method": request.method,
-            ":path": request.target,
-          });
+          // Node ends a GET's or HEAD's stream at once unless told otherwise (endStream).
+          stream = h2Session(base).request(
+            { ...headers, ":method": request.method, ":path": request.target },
+            { endStream: request.body.length === 0 },
+          );
         } catch (error) {
           // A session that is closing (GOAWAY) takes no new stream; nothing reached the app.
           return fail("refused-stream", (error as Error).message);
@@ -249,11 +249,13 @@ export function createUpstreams(): Upstreams {
             return fail("refused-stream", error.message);
           fail("reset", error.message);
         });
-        // A stream closed without an error but before its end (RST_STREAM NO_ERROR, GOAWAY).
+        // A stream closed without an error (RST_STREAM NO_ERROR, GOAWAY) before a response or
+        // before its end.
         stream.on("close", () => {
-          if (!stream.readableEnded) fail("reset", "upstream closed the stream before its end");
+          if (status === undefined || !stream.readableEnded)
+            fail("reset", "upstream closed the stream before its end");
         });
-        stream.end(request.body);
+        if (request.body.length > 0) stream.end(request.body);
         return;
       }
 

@@ -228,6 +228,16 @@ describe("path normalisation at the ingress", () => {
   });
 });
 
+describe("access records", () => {
+  it("never hold the query, even of a refused target (it may carry a token)", async () => {
+    for (const target of [`${order}/GetOrder`, `/x/../..${order}/GetOrder`, `${order}/Get%zz`]) {
+      await h1(`${target}?access_token=s3cret`);
+      expect(hops.at(-1)?.path).toBe(target);
+      expect(JSON.stringify(hops.at(-1))).not.toContain("s3cret");
+    }
+  });
+});
+
 describe("no client can crash the ingress", () => {
   it("survives half a body and a hang-up (FIN), and records DC", async () => {
     await raw(`${post(100)}{`, "end");
