@@ -6,7 +6,8 @@ const seconds = (min: number, max: number, fallback: number) =>
 
 /** The auth service's environment. Every key is the variable name, so errors name it. */
 export const authConfigSchema = baseConfigSchema
-  // The same issuer and audience defaults as the services that verify the tokens.
+  // The same issuer, audience, lifetime and skew as the services that verify the tokens
+  // (AUTH_ACCESS_TOKEN_TTL_SECONDS: how long the access tokens issued here live).
   .extend(tokenIssuerConfigSchema.shape)
   .extend({
     /**
@@ -14,7 +15,13 @@ export const authConfigSchema = baseConfigSchema
      * origin the discovery request arrived on is used (fine locally; set it in a cluster).
      */
     PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
-    ACCESS_TOKEN_TTL_SECONDS: seconds(60, 24 * 3600, 15 * 60),
+    /** Renamed AUTH_ACCESS_TOKEN_TTL_SECONDS (the verifiers read it too); refused, not ignored. */
+    ACCESS_TOKEN_TTL_SECONDS: z
+      .undefined({
+        error:
+          "renamed AUTH_ACCESS_TOKEN_TTL_SECONDS, shared with the services that verify the tokens: set that one instead",
+      })
+      .optional(),
     REFRESH_TOKEN_TTL_SECONDS: seconds(300, 365 * 24 * 3600, 30 * 24 * 3600),
     /** How long a spent refresh token may be presented again (a retried request) safely. */
     REFRESH_RETRY_GRACE_SECONDS: seconds(0, 300, 30),

@@ -26,8 +26,9 @@ export function signingKeysFor(
   return createSigningKeys({
     store,
     now,
-    accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+    accessTokenTtlSeconds: config.AUTH_ACCESS_TOKEN_TTL_SECONDS,
     cacheSeconds: config.SIGNING_KEY_CACHE_SECONDS,
+    clockSkewSeconds: config.AUTH_CLOCK_SKEW_SECONDS,
   });
 }
 
@@ -67,7 +68,7 @@ export function createAuth({ config, database, logger }: ServiceDeps<AuthConfig,
     now,
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,
-    ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+    ttlSeconds: config.AUTH_ACCESS_TOKEN_TTL_SECONDS,
   });
   const accounts = createAccounts({ store, now, accessTokens, refreshTokens });
 

@@ -21,7 +21,8 @@ describe("configuration", () => {
     expect(config).toMatchObject({
       AUTH_ISSUER: "https://auth.thinmesh.local",
       AUTH_AUDIENCE: "thinmesh",
-      ACCESS_TOKEN_TTL_SECONDS: 900,
+      AUTH_ACCESS_TOKEN_TTL_SECONDS: 900,
+      AUTH_CLOCK_SKEW_SECONDS: 60,
       REFRESH_TOKEN_TTL_SECONDS: 30 * 24 * 3600,
       REFRESH_RETRY_GRACE_SECONDS: 30,
       SIGNING_KEY_CACHE_SECONDS: 30,
@@ -43,7 +44,12 @@ describe("configuration", () => {
   });
 
   it("names the variable of a bad value", () => {
-    expect(problem({ ACCESS_TOKEN_TTL_SECONDS: "forever" })).toMatch(/ACCESS_TOKEN_TTL_SECONDS:/);
+    expect(problem({ AUTH_ACCESS_TOKEN_TTL_SECONDS: "forever" })).toMatch(
+      /AUTH_ACCESS_TOKEN_TTL_SECONDS:/,
+    );
+    expect(problem({ ACCESS_TOKEN_TTL_SECONDS: "600" })).toMatch(
+      /ACCESS_TOKEN_TTL_SECONDS: renamed AUTH_ACCESS_TOKEN_TTL_SECONDS/,
+    );
     expect(problem({ PUBLIC_URL: "ftp://x" })).toMatch(/PUBLIC_URL:/);
     expect(problem({ ADMIN_EMAIL: "root", ADMIN_PASSWORD: "long secret value" })).toMatch(
       /ADMIN_EMAIL:/,
