@@ -27,11 +27,35 @@ export const authConfigSchema = baseConfigSchema
     REFRESH_RETRY_GRACE_SECONDS: seconds(0, 300, 30),
     /** How long a replica keeps signing with the key it read before looking for a newer one. */
     SIGNING_KEY_CACHE_SECONDS: seconds(0, 300, 30),
+    /**
+     * Failed sign-ins per account (src/domain/login-throttle.ts): this many go through at
+     * once; then each failure locks the account for LOGIN_FIRST_LOCK_SECONDS, doubling up to
+     * LOGIN_MAX_LOCK_SECONDS; failures are forgotten LOGIN_FAILURE_MEMORY_SECONDS after the
+     * last attempt.
+     */
+    LOGIN_FREE_FAILURES: z.coerce.number().int().min(1).max(100).default(5),
+    LOGIN_FIRST_LOCK_SECONDS: seconds(1, 3600, 1),
+    LOGIN_MAX_LOCK_SECONDS: seconds(1, 24 * 3600, 15 * 60),
+    LOGIN_FAILURE_MEMORY_SECONDS: seconds(60, 30 * 24 * 3600, 3600),
     /** The first administrator; both or neither. */
     ADMIN_EMAIL: z.email().max(254).optional(),
     ADMIN_PASSWORD: z.string().min(8).max(128).optional(),
   })
   .superRefine((config, context) => {
+    if (config.LOGIN_FAILURE_MEMORY_SECONDS <= config.LOGIN_MAX_LOCK_SECONDS) {
+      context.addIssue({
+        code: "custom",
+        path: ["LOGIN_FAILURE_MEMORY_SECONDS"],
+        message: `must be longer than LOGIN_MAX_LOCK_SECONDS (${config.LOGIN_MAX_LOCK_SECONDS}): failures forgotten before the lock ends would start each lock over at LOGIN_FREE_FAILURES free guesses`,
+      });
+    }
+    if (config.LOGIN_FIRST_LOCK_SECONDS > config.LOGIN_MAX_LOCK_SECONDS) {
+      context.addIssue({
+        code: "custom",
+        path: ["LOGIN_FIRST_LOCK_SECONDS"],
+        message: `must not be longer than LOGIN_MAX_LOCK_SECONDS (${config.LOGIN_MAX_LOCK_SECONDS})`,
+      });
+    }
     if (Boolean(config.ADMIN_EMAIL) === Boolean(config.ADMIN_PASSWORD)) return;
     context.addIssue({
       code: "custom",

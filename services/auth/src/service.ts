@@ -5,6 +5,7 @@ import { type AuthConfig, authConfigSchema } from "./config.js";
 import { type AuthSchema, schema } from "./db/schema.js";
 import { createAccessTokenIssuer } from "./domain/access-tokens.js";
 import { createAccounts } from "./domain/accounts.js";
+import { createLoginThrottle } from "./domain/login-throttle.js";
 import type { AuthStore, Clock } from "./domain/ports.js";
 import { createRefreshTokens } from "./domain/refresh-tokens.js";
 import { createSigningKeys } from "./domain/signing-keys.js";
@@ -31,6 +32,8 @@ export function signingKeysFor(
     clockSkewSeconds: config.AUTH_CLOCK_SKEW_SECONDS,
   });
 }
+
+const throttlePruneIntervalMs = 10 * 60_000;
 
 /** Runs fn once; a failure (database not ready yet) is not remembered. */
 function once<T>(fn: () => Promise<T>): () => Promise<T> {
@@ -70,7 +73,24 @@ export function createAuth({ config, database, logger }: ServiceDeps<AuthConfig,
     audience: config.AUTH_AUDIENCE,
     ttlSeconds: config.AUTH_ACCESS_TOKEN_TTL_SECONDS,
   });
-  const accounts = createAccounts({ store, now, accessTokens, refreshTokens });
+  const throttle = createLoginThrottle({
+    store,
+    now,
+    policy: {
+      freeFailures: config.LOGIN_FREE_FAILURES,
+      firstLockSeconds: config.LOGIN_FIRST_LOCK_SECONDS,
+      maxLockSeconds: config.LOGIN_MAX_LOCK_SECONDS,
+      memorySeconds: config.LOGIN_FAILURE_MEMORY_SECONDS,
+    },
+  });
+  const accounts = createAccounts({ store, now, accessTokens, refreshTokens, throttle });
+  // Expired throttle rows mean nothing; they are deleted now and then, not on every login.
+  let pruning: NodeJS.Timeout | undefined;
+  const pruneThrottles = () =>
+    throttle
+      .prune()
+      .then((deleted) => deleted > 0 && logger.debug({ deleted }, "pruned expired login throttles"))
+      .catch((err) => logger.warn({ err }, "cannot prune login throttles; retrying later"));
 
   const parts: ServiceParts = {
     rpc: [authRpc(accounts)],
@@ -91,9 +111,14 @@ export function createAuth({ config, database, logger }: ServiceDeps<AuthConfig,
           );
         } else logger.info({ userId: user.id, created, promoted }, "administrator provisioned");
       }
+      await pruneThrottles();
+      pruning ??= setInterval(pruneThrottles, throttlePruneIntervalMs).unref();
+    },
+    async onClose() {
+      clearInterval(pruning);
     },
   };
-  return { parts, store, keys, accounts, refreshTokens };
+  return { parts, store, keys, accounts, refreshTokens, throttle };
 }
 
 export const authService: ServiceDefinition<typeof authConfigSchema, AuthSchema> = {

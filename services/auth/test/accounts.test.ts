@@ -3,6 +3,7 @@ import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAccessTokenIssuer } from "../src/domain/access-tokens.js";
 import { accountMessages, createAccounts } from "../src/domain/accounts.js";
+import { createLoginThrottle, defaultLoginThrottlePolicy } from "../src/domain/login-throttle.js";
 import { parsePasswordHash, type ScryptParams, verifyPassword } from "../src/domain/passwords.js";
 import { createRefreshTokens } from "../src/domain/refresh-tokens.js";
 import { createSigningKeys } from "../src/domain/signing-keys.js";
@@ -35,9 +36,10 @@ function accounts(scryptParams?: ScryptParams) {
     audience: "test",
     ttlSeconds: 900,
   });
+  const throttle = createLoginThrottle({ store, now, policy: defaultLoginThrottlePolicy });
   return {
     keys,
-    accounts: createAccounts({ store, now, accessTokens, refreshTokens, scryptParams }),
+    accounts: createAccounts({ store, now, accessTokens, refreshTokens, throttle, scryptParams }),
   };
 }
 

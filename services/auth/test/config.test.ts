@@ -43,6 +43,19 @@ describe("configuration", () => {
     });
   });
 
+  it("throttles failed logins by default, and refuses a memory shorter than the longest lock", () => {
+    expect(load({})).toMatchObject({
+      LOGIN_FREE_FAILURES: 5,
+      LOGIN_FIRST_LOCK_SECONDS: 1,
+      LOGIN_MAX_LOCK_SECONDS: 900,
+      LOGIN_FAILURE_MEMORY_SECONDS: 3600,
+    });
+    expect(problem({ LOGIN_MAX_LOCK_SECONDS: "7200" })).toMatch(
+      /LOGIN_FAILURE_MEMORY_SECONDS: must be longer than LOGIN_MAX_LOCK_SECONDS \(7200\)/,
+    );
+    expect(problem({ LOGIN_FIRST_LOCK_SECONDS: "1000" })).toMatch(/LOGIN_FIRST_LOCK_SECONDS:/);
+  });
+
   it("names the variable of a bad value", () => {
     expect(problem({ AUTH_ACCESS_TOKEN_TTL_SECONDS: "forever" })).toMatch(
       /AUTH_ACCESS_TOKEN_TTL_SECONDS:/,

@@ -1,5 +1,14 @@
 import { sql } from "drizzle-orm";
-import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import {
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
 import type { JWK } from "jose";
 
 const instant = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
@@ -66,5 +75,33 @@ export const secrets = pgTable("secrets", {
   createdAt: instant("created_at").notNull(),
 });
 
-export const schema = { users, refreshTokenFamilies, refreshTokens, signingKeys, secrets };
+/**
+ * Failed sign-ins per account (src/domain/login-throttle.ts has the rule). Keyed by a hash of
+ * the normalised email, whether or not an account has it, so that unknown emails are
+ * throttled alike and the table holds no email addresses. In the database, not in memory, so
+ * that every replica sees the same count.
+ */
+export const loginThrottles = pgTable(
+  "login_throttles",
+  {
+    /** SHA-256 (hex) of the normalised email. */
+    accountKey: text("account_key").primaryKey(),
+    /** Attempts since the last success (or since the failures were forgotten). */
+    failures: integer("failures").notNull(),
+    lockedUntil: instant("locked_until"),
+    lastAttemptAt: instant("last_attempt_at").notNull(),
+    /** After this the row means nothing and is pruned. */
+    expiresAt: instant("expires_at").notNull(),
+  },
+  (table) => [index("login_throttles_expires_at_idx").on(table.expiresAt)],
+);
+
+export const schema = {
+  users,
+  refreshTokenFamilies,
+  refreshTokens,
+  signingKeys,
+  secrets,
+  loginThrottles,
+};
 export type AuthSchema = typeof schema;

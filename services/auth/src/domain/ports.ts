@@ -30,6 +30,27 @@ export interface AuthStore {
 
   /** The secret stored under name; the first caller's candidate wins a race. */
   ensureSecret(name: string, candidate: string, at: Date): Promise<string>;
+
+  /**
+   * Reads the account's throttle state under a row lock (concurrent attempts for the same
+   * account wait for each other), stores the state `change` returns, if any, and returns its
+   * result. State that expired before `at` reads as undefined.
+   */
+  updateLoginThrottle<T>(
+    accountKey: string,
+    at: Date,
+    change: (state: LoginThrottleState | undefined) => { state?: LoginThrottleState; result: T },
+  ): Promise<T>;
+  clearLoginThrottle(accountKey: string): Promise<void>;
+  deleteLoginThrottlesExpiredBefore(cutoff: Date): Promise<number>;
+}
+
+export interface LoginThrottleState {
+  /** Attempts counted since the last success. */
+  failures: number;
+  lockedUntil: Date | null;
+  lastAttemptAt: Date;
+  expiresAt: Date;
 }
 
 export interface UserRecord {
