@@ -1,8 +1,27 @@
-import { baseConfigSchema, tokenIssuerConfigSchema } from "@thinmesh/platform";
+import { baseConfigSchema, booleanFlag, tokenIssuerConfigSchema } from "@thinmesh/platform";
 import { z } from "zod";
 
 const seconds = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
+
+/** 32 bytes, base64 (openssl rand -base64 32); `VAR=` means unset. */
+const keyEncryptionKey = z.preprocess(
+  (value) => (value === "" ? undefined : value),
+  z
+    .string()
+    .transform((value, context) => {
+      const key = Buffer.from(value, "base64");
+      if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value) || key.length !== 32) {
+        context.addIssue({
+          code: "custom",
+          message: `must be 32 random bytes in base64 (openssl rand -base64 32); this decodes to ${key.length} bytes`,
+        });
+        return z.NEVER;
+      }
+      return key;
+    })
+    .optional(),
+);
 
 /** The auth service's environment. Every key is the variable name, so errors name it. */
 export const authConfigSchema = baseConfigSchema
@@ -37,11 +56,37 @@ export const authConfigSchema = baseConfigSchema
     LOGIN_FIRST_LOCK_SECONDS: seconds(1, 3600, 1),
     LOGIN_MAX_LOCK_SECONDS: seconds(1, 24 * 3600, 15 * 60),
     LOGIN_FAILURE_MEMORY_SECONDS: seconds(60, 30 * 24 * 3600, 3600),
+    /**
+     * The key-encryption key (KEK) the signing keys' private halves are encrypted with in the
+     * database (src/domain/key-encryption.ts). Unset, a public DEV-ONLY KEK is used, which is
+     * refused with NODE_ENV=production (the images set it) or AUTH_REQUIRE_KEK=true.
+     */
+    AUTH_KEY_ENCRYPTION_KEY: keyEncryptionKey,
+    /** The KEK before a rotation: still opens keys sealed with it; they are re-sealed at start. */
+    AUTH_KEY_ENCRYPTION_KEY_PREVIOUS: keyEncryptionKey,
+    AUTH_REQUIRE_KEK: booleanFlag.default(false),
+    NODE_ENV: z.string().optional(),
     /** The first administrator; both or neither. */
     ADMIN_EMAIL: z.email().max(254).optional(),
     ADMIN_PASSWORD: z.string().min(8).max(128).optional(),
   })
   .superRefine((config, context) => {
+    if (!config.AUTH_KEY_ENCRYPTION_KEY) {
+      const why = config.AUTH_REQUIRE_KEK
+        ? "AUTH_REQUIRE_KEK is set"
+        : config.NODE_ENV === "production"
+          ? "NODE_ENV is production"
+          : config.AUTH_KEY_ENCRYPTION_KEY_PREVIOUS
+            ? "AUTH_KEY_ENCRYPTION_KEY_PREVIOUS is set (the previous KEK needs a current one)"
+            : undefined;
+      if (why) {
+        context.addIssue({
+          code: "custom",
+          path: ["AUTH_KEY_ENCRYPTION_KEY"],
+          message: `required because ${why}: the signing keys are encrypted with it in the database; generate one with \`openssl rand -base64 32\` and provide it from a Secret (docs/security.md)`,
+        });
+      }
+    }
     if (config.LOGIN_FAILURE_MEMORY_SECONDS <= config.LOGIN_MAX_LOCK_SECONDS) {
       context.addIssue({
         code: "custom",

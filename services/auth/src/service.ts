@@ -5,6 +5,7 @@ import { type AuthConfig, authConfigSchema } from "./config.js";
 import { type AuthSchema, schema } from "./db/schema.js";
 import { createAccessTokenIssuer } from "./domain/access-tokens.js";
 import { createAccounts } from "./domain/accounts.js";
+import { createKeyEncryption, devOnlyKeyEncryptionKey } from "./domain/key-encryption.js";
 import { createLoginThrottle } from "./domain/login-throttle.js";
 import type { AuthStore, Clock } from "./domain/ports.js";
 import { createRefreshTokens } from "./domain/refresh-tokens.js";
@@ -18,6 +19,14 @@ export const authDatabase = {
   migrationsFolder: fileURLToPath(new URL("../drizzle", import.meta.url)),
 };
 
+/** The KEK as configured; the DEV-ONLY one when none is (config.ts refuses that in production). */
+export function keyEncryptionFor(config: AuthConfig) {
+  return createKeyEncryption({
+    current: config.AUTH_KEY_ENCRYPTION_KEY ?? devOnlyKeyEncryptionKey,
+    previous: config.AUTH_KEY_ENCRYPTION_KEY_PREVIOUS,
+  });
+}
+
 /** The signing keys as configured; shared by the service and the rotate-keys CLI. */
 export function signingKeysFor(
   config: AuthConfig,
@@ -27,6 +36,7 @@ export function signingKeysFor(
   return createSigningKeys({
     store,
     now,
+    keyEncryption: keyEncryptionFor(config),
     accessTokenTtlSeconds: config.AUTH_ACCESS_TOKEN_TTL_SECONDS,
     cacheSeconds: config.SIGNING_KEY_CACHE_SECONDS,
     clockSkewSeconds: config.AUTH_CLOCK_SKEW_SECONDS,
@@ -96,6 +106,18 @@ export function createAuth({ config, database, logger }: ServiceDeps<AuthConfig,
     rpc: [authRpc(accounts)],
     routes: authRoutes({ keys, issuer: config.AUTH_ISSUER, publicUrl: config.PUBLIC_URL }),
     async onDatabaseReady() {
+      const encryption = keyEncryptionFor(config);
+      if (!config.AUTH_KEY_ENCRYPTION_KEY) {
+        logger.warn(
+          { kek: encryption.currentId },
+          "AUTH_KEY_ENCRYPTION_KEY is not set: the signing keys are encrypted with the public DEV-ONLY key-encryption key; set a real one outside a laptop (docs/security.md)",
+        );
+      }
+      const { sealed, resealed } = await keys.sealStoredKeys();
+      logger.info(
+        { kek: encryption.currentId, previousKek: encryption.previousId, sealed, resealed },
+        "signing keys encrypted at rest with the current key-encryption key",
+      );
       const kid = await keys.ensureSigningKey();
       await successorSecret();
       logger.info({ kid }, "signing key ready");

@@ -134,6 +134,26 @@ export function createAuthStore(db: AppDatabase<AuthSchema>): AuthStore {
       return deleted.length;
     },
 
+    listAllSigningKeys() {
+      return db.select().from(signingKeys).orderBy(signingKeys.createdAt);
+    },
+
+    async resealSigningKey(kid, expected, sealed) {
+      const resealed = await db
+        .update(signingKeys)
+        .set({ sealedPrivateKey: sealed, legacyPrivateJwk: null })
+        .where(
+          and(
+            eq(signingKeys.kid, kid),
+            expected === null
+              ? isNotNull(signingKeys.legacyPrivateJwk)
+              : eq(signingKeys.sealedPrivateKey, expected),
+          ),
+        )
+        .returning({ kid: signingKeys.kid });
+      return resealed.length > 0;
+    },
+
     async ensureSecret(name, candidate, at) {
       await db
         .insert(secrets)

@@ -7,7 +7,7 @@ import { createLoginThrottle, defaultLoginThrottlePolicy } from "../src/domain/l
 import { parsePasswordHash, type ScryptParams, verifyPassword } from "../src/domain/passwords.js";
 import { createRefreshTokens } from "../src/domain/refresh-tokens.js";
 import { createSigningKeys } from "../src/domain/signing-keys.js";
-import { manualClock, openTestStore, uniqueEmail } from "./support.js";
+import { manualClock, openTestStore, testKeyEncryption, uniqueEmail } from "./support.js";
 
 let testStore: Awaited<ReturnType<typeof openTestStore>>;
 
@@ -21,7 +21,13 @@ afterAll(async () => {
 function accounts(scryptParams?: ScryptParams) {
   const { store } = testStore;
   const { now } = manualClock();
-  const keys = createSigningKeys({ store, now, accessTokenTtlSeconds: 900, cacheSeconds: 30 });
+  const keys = createSigningKeys({
+    store,
+    now,
+    accessTokenTtlSeconds: 900,
+    cacheSeconds: 30,
+    keyEncryption: testKeyEncryption,
+  });
   const refreshTokens = createRefreshTokens({
     store,
     now,

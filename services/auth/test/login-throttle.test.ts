@@ -15,7 +15,7 @@ import {
 import type { LoginThrottleState } from "../src/domain/ports.js";
 import { createRefreshTokens } from "../src/domain/refresh-tokens.js";
 import { createSigningKeys } from "../src/domain/signing-keys.js";
-import { manualClock, openTestStore, uniqueEmail } from "./support.js";
+import { manualClock, openTestStore, testKeyEncryption, uniqueEmail } from "./support.js";
 
 const policy = defaultLoginThrottlePolicy;
 
@@ -77,6 +77,7 @@ describe("login throttling in the accounts", () => {
       now: clock.now,
       accessTokenTtlSeconds: 900,
       cacheSeconds: 30,
+      keyEncryption: testKeyEncryption,
     });
     await keys.ensureSigningKey();
     const throttle = createLoginThrottle({ store, now: clock.now, policy: throttlePolicy });

@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import {
+  check,
   index,
   integer,
   jsonb,
@@ -56,16 +57,31 @@ export const refreshTokens = pgTable(
 );
 
 /**
- * ES256 key pairs. The private JWK is stored in plain text: dev-grade. In production it would
- * be wrapped by a KMS (store the ciphertext, unwrap on read) or never leave one (sign remotely).
+ * ES256 key pairs. The private JWK is stored encrypted with the key-encryption key from the
+ * environment (src/domain/key-encryption.ts), never in clear.
  */
-export const signingKeys = pgTable("signing_keys", {
-  kid: text("kid").primaryKey(),
-  privateJwk: jsonb("private_jwk").$type<JWK>().notNull(),
-  publicJwk: jsonb("public_jwk").$type<JWK>().notNull(),
-  createdAt: instant("created_at").notNull(),
-  retiredAt: instant("retired_at"),
-});
+export const signingKeys = pgTable(
+  "signing_keys",
+  {
+    kid: text("kid").primaryKey(),
+    /** v1.<kek fingerprint>.<iv>.<ciphertext>.<tag>: the private JWK, AES-256-GCM, kid as AAD. */
+    sealedPrivateKey: text("sealed_private_key"),
+    /**
+     * The private JWK in clear, as rows written before encryption at rest have it. The service
+     * seals such rows when it starts and empties this column; nothing writes it any more.
+     */
+    legacyPrivateJwk: jsonb("private_jwk").$type<JWK>(),
+    publicJwk: jsonb("public_jwk").$type<JWK>().notNull(),
+    createdAt: instant("created_at").notNull(),
+    retiredAt: instant("retired_at"),
+  },
+  (table) => [
+    check(
+      "signing_keys_one_private_half",
+      sql`(${table.sealedPrivateKey} is null) <> (${table.legacyPrivateJwk} is null)`,
+    ),
+  ],
+);
 
 /** Random key material created on first start and shared by every replica. */
 export const secrets = pgTable("secrets", {

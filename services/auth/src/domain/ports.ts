@@ -27,6 +27,14 @@ export interface AuthStore {
   addSigningKey(key: SigningKeyRecord): Promise<void>;
   /** Deletes keys retired before the cutoff (their private halves are no longer needed). */
   deleteSigningKeysRetiredBefore(cutoff: Date): Promise<number>;
+  /** Every stored key, published or not. */
+  listAllSigningKeys(): Promise<SigningKeyRecord[]>;
+  /**
+   * Stores a newly sealed private half (and clears a legacy clear one) if the row still holds
+   * `expected`, the sealed value it was read with (null: the legacy clear JWK). False when
+   * another replica got there first.
+   */
+  resealSigningKey(kid: string, expected: string | null, sealed: string): Promise<boolean>;
 
   /** The secret stored under name; the first caller's candidate wins a race. */
   ensureSecret(name: string, candidate: string, at: Date): Promise<string>;
@@ -82,7 +90,10 @@ export interface RefreshTokenRecord extends NewRefreshToken {
 
 export interface SigningKeyRecord {
   kid: string;
-  privateJwk: JWK;
+  /** The private JWK sealed with the KEK (key-encryption.ts); null only in legacy rows. */
+  sealedPrivateKey: string | null;
+  /** Rows written before encryption at rest: the private JWK in clear, until sealed. */
+  legacyPrivateJwk: JWK | null;
   publicJwk: JWK;
   createdAt: Date;
   retiredAt: Date | null;
