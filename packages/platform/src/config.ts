@@ -97,10 +97,22 @@ export const baseConfigSchema = z.object({
   OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(500).default(32),
 });
 
-/** The iss and aud of access tokens: issued with them by auth, demanded by every verifier. */
+/**
+ * What access tokens look like, shared by auth (which issues them) and every verifier (which
+ * refuses tokens that do not fit): iss, aud, the lifetime, and the clock skew allowed.
+ */
 export const tokenIssuerConfigSchema = z.object({
   AUTH_ISSUER: z.string().min(1).default("https://auth.thinmesh.local"),
   AUTH_AUDIENCE: z.string().min(1).default("thinmesh"),
+  /** auth issues access tokens for this long; verifiers refuse a longer exp − iat (plus skew). */
+  AUTH_ACCESS_TOKEN_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(24 * 3600)
+    .default(15 * 60),
+  /** How far clocks may disagree on exp, nbf and iat; 60 s is Envoy jwt_authn's default. */
+  AUTH_CLOCK_SKEW_SECONDS: z.coerce.number().int().min(0).max(300).default(60),
 });
 
 /** Variables of services that verify access tokens issued by the auth service. */

@@ -1,6 +1,8 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { MiddlewareHandler } from "hono";
 import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from "jose";
+import type { z } from "zod";
+import type { tokenConfigSchema } from "./config.js";
 import { DomainError, unauthenticated, unavailable } from "./errors.js";
 
 /** What a verified access token says about the caller. */
@@ -22,6 +24,26 @@ export interface TokenVerifierOptions {
   keys: URL | JWTVerifyGetKey;
   issuer: string;
   audience: string;
+  /**
+   * The issuer's access-token lifetime (AUTH_ACCESS_TOKEN_TTL_SECONDS): a token whose exp − iat
+   * is longer (beyond the skew) was not issued by the rules, whoever signed it. Default 900.
+   */
+  accessTokenTtlSeconds?: number;
+  /** Allowed disagreement of clocks on exp, nbf and iat (AUTH_CLOCK_SKEW_SECONDS). Default 60. */
+  clockSkewSeconds?: number;
+}
+
+/** The verifier a service configured with tokenConfigSchema's variables uses. */
+export function tokenVerifierOptions(
+  config: z.infer<typeof tokenConfigSchema>,
+): TokenVerifierOptions {
+  return {
+    keys: new URL(config.AUTH_JWKS_URL),
+    issuer: config.AUTH_ISSUER,
+    audience: config.AUTH_AUDIENCE,
+    accessTokenTtlSeconds: config.AUTH_ACCESS_TOKEN_TTL_SECONDS,
+    clockSkewSeconds: config.AUTH_CLOCK_SKEW_SECONDS,
+  };
 }
 
 // Verified tokens remembered per verifier; a client sends the same one until it expires.
@@ -31,6 +53,11 @@ const verifiedCacheSize = 10_000;
  * Verifies access tokens issued by the auth service. jose does not require exp, iss or aud
  * unless told, so all of them are demanded here, and only ES256 is accepted (no "none", no HMAC
  * signed with the public key). The remote key set is cached and refetched on an unknown kid.
+ *
+ * Beyond the signature, a token must look like one the issuer's rules produce: a non-empty
+ * sub, an iat not in the future, and a lifetime (exp − iat) no longer than the issuer's
+ * access-token TTL, each with the clock skew allowed. A token signed with a leaked or misused
+ * key (or by a buggy issuer) for user "" or valid until the year 3000 is refused.
  *
  * A token that verified is remembered, byte for byte, until it expires (as Envoy's jwt_authn
  * cache does): checking its signature again would cost ~0.5 ms of CPU on every request and
@@ -42,12 +69,18 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       ? createRemoteJWKSet(options.keys, { cooldownDuration: 30_000, cacheMaxAge: 600_000 })
       : options.keys;
   const verified = new Map<string, Claims>();
+  const rules: TokenRules = {
+    issuer: options.issuer,
+    audience: options.audience,
+    accessTokenTtlSeconds: options.accessTokenTtlSeconds ?? 15 * 60,
+    clockSkewSeconds: options.clockSkewSeconds ?? 60,
+  };
   return {
     async verify(token) {
       const known = verified.get(token);
       if (known && known.expiresAt.getTime() > Date.now()) return known;
       verified.delete(token);
-      const claims = await verifySignedToken(token, keys, options);
+      const claims = await verifySignedToken(token, keys, rules);
       // Oldest first out: a Map iterates in insertion order.
       if (verified.size >= verifiedCacheSize) verified.delete(verified.keys().next().value!);
       verified.set(token, claims);
@@ -56,23 +89,26 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   };
 }
 
+type TokenRules = Required<Omit<TokenVerifierOptions, "keys">>;
+
 async function verifySignedToken(
   token: string,
   keys: JWTVerifyGetKey,
-  options: TokenVerifierOptions,
+  rules: TokenRules,
 ): Promise<Claims> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, keys, {
       algorithms: ["ES256"],
-      issuer: options.issuer,
-      audience: options.audience,
+      issuer: rules.issuer,
+      audience: rules.audience,
       requiredClaims: ["exp", "iat", "sub"],
-      clockTolerance: 5,
+      clockTolerance: rules.clockSkewSeconds,
     }));
   } catch (error) {
     throw rejection(error);
   }
+  checkIssuanceRules(payload, rules);
   const roles = payload.roles;
   if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) {
     throw unauthenticated("access token rejected: the roles claim must be a list of strings");
@@ -83,6 +119,31 @@ async function verifySignedToken(
     expiresAt: new Date((payload.exp as number) * 1000),
     payload,
   };
+}
+
+/**
+ * What jose does not check. It has made sure that exp, iat and sub exist and that exp and iat
+ * are numbers; present is not enough.
+ */
+function checkIssuanceRules(payload: JWTPayload, rules: TokenRules): void {
+  const { sub } = payload;
+  const iat = payload.iat as number;
+  const exp = payload.exp as number;
+  if (typeof sub !== "string" || sub.trim() === "") {
+    throw unauthenticated('access token rejected: claim "sub" must be a non-empty user id');
+  }
+  const now = Math.floor(Date.now() / 1000);
+  if (iat > now + rules.clockSkewSeconds) {
+    throw unauthenticated(
+      `access token rejected: claim "iat" is ${iat - now} s in the future (more than the ${rules.clockSkewSeconds} s clock skew allowed)`,
+    );
+  }
+  const longest = rules.accessTokenTtlSeconds + rules.clockSkewSeconds;
+  if (exp - iat > longest) {
+    throw unauthenticated(
+      `access token rejected: it is valid for ${exp - iat} s (exp − iat), longer than the issuer's access-token lifetime of ${rules.accessTokenTtlSeconds} s (plus ${rules.clockSkewSeconds} s skew)`,
+    );
+  }
 }
 
 function rejection(error: unknown): DomainError {

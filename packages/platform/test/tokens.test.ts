@@ -102,11 +102,84 @@ describe("access rules on RPCs", () => {
     "unknownKid",
     "wrongKeySameKid",
     "garbage",
+    "emptySubject",
+    "issuedInTheFuture",
+    "expiresInYear3000",
+    "withoutIssuedAt",
   ])("refuses a %s token as unauthenticated", async (kind) => {
     const forged = await issuer.forgedTokens({ roles: ["admin"] });
     const error = await rpcError(deliver(`Bearer ${forged[kind]}`));
     expect(error.code).toBe(Code.Unauthenticated);
     expect(error.message).toMatch(/access token rejected/);
+  });
+});
+
+describe("claims a token signed with the real key must still satisfy", () => {
+  it.each([
+    ["emptySubject", /claim "sub" must be a non-empty user id/],
+    ["issuedInTheFuture", /claim "iat" is \d+ s in the future \(more than the 60 s clock skew/],
+    [
+      "expiresInYear3000",
+      /valid for \d+ s \(exp − iat\), longer than the issuer's access-token lifetime of 900 s/,
+    ],
+    ["withoutIssuedAt", /claim "iat" missing/],
+  ])("refuses %s and says what is wrong", async (kind, message) => {
+    const forged = await issuer.forgedTokens({ roles: ["admin"] });
+    const error = await rpcError(deliver(`Bearer ${forged[kind]}`));
+    expect(error.code).toBe(Code.Unauthenticated);
+    expect(error.rawMessage).toMatch(message);
+  });
+
+  it("allows the issuer's lifetime and iat within the clock skew, nothing beyond", async () => {
+    const { privateKey, publicKey } = await generateKeyPair("ES256");
+    const verifier = createTokenVerifier({
+      keys: async () => publicKey,
+      issuer: "test-issuer",
+      audience: "test-audience",
+      accessTokenTtlSeconds: 300,
+      clockSkewSeconds: 10,
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const token = (iat: number, exp: number, sub = "user-1") =>
+      new SignJWT({ roles: [] })
+        .setProtectedHeader({ alg: "ES256" })
+        .setSubject(sub)
+        .setIssuer("test-issuer")
+        .setAudience("test-audience")
+        .setIssuedAt(iat)
+        .setExpirationTime(exp)
+        .sign(privateKey);
+    // Generous margins either side of the limits: the machine may be slow.
+    await expect(verifier.verify(await token(now, now + 310))).resolves.toMatchObject({
+      subject: "user-1",
+    });
+    await expect(verifier.verify(await token(now + 5, now + 305))).resolves.toBeDefined();
+    await expect(verifier.verify(await token(now, now + 311))).rejects.toMatchObject({
+      kind: "unauthenticated",
+      message: /longer than the issuer's access-token lifetime of 300 s \(plus 10 s skew\)/,
+    });
+    await expect(verifier.verify(await token(now + 30, now + 300))).rejects.toMatchObject({
+      kind: "unauthenticated",
+      message: /"iat" is 3\d s in the future/,
+    });
+    await expect(verifier.verify(await token(now, now + 300, "  "))).rejects.toMatchObject({
+      kind: "unauthenticated",
+      message: /"sub"/,
+    });
+  });
+
+  it("takes the lifetime and skew from the shared token configuration", async () => {
+    const { loadConfig, tokenConfigSchema, tokenVerifierOptions } = await import("../src/index.js");
+    const config = loadConfig(tokenConfigSchema, {
+      AUTH_JWKS_URL: "http://auth:8080/.well-known/jwks.json",
+      AUTH_ACCESS_TOKEN_TTL_SECONDS: "120",
+    });
+    expect(tokenVerifierOptions(config)).toMatchObject({
+      issuer: "https://auth.thinmesh.local",
+      audience: "thinmesh",
+      accessTokenTtlSeconds: 120,
+      clockSkewSeconds: 60,
+    });
   });
 });
 

@@ -2,6 +2,7 @@ import { type AppDatabase, isUniqueViolation } from "@thinmesh/platform";
 import { and, desc, eq, gt, isNotNull, isNull, lt, or, sql } from "drizzle-orm";
 import {
   type AuthSchema,
+  loginThrottles,
   refreshTokenFamilies,
   refreshTokens,
   secrets,
@@ -133,6 +134,26 @@ export function createAuthStore(db: AppDatabase<AuthSchema>): AuthStore {
       return deleted.length;
     },
 
+    listAllSigningKeys() {
+      return db.select().from(signingKeys).orderBy(signingKeys.createdAt);
+    },
+
+    async resealSigningKey(kid, expected, sealed) {
+      const resealed = await db
+        .update(signingKeys)
+        .set({ sealedPrivateKey: sealed, legacyPrivateJwk: null })
+        .where(
+          and(
+            eq(signingKeys.kid, kid),
+            expected === null
+              ? isNotNull(signingKeys.legacyPrivateJwk)
+              : eq(signingKeys.sealedPrivateKey, expected),
+          ),
+        )
+        .returning({ kid: signingKeys.kid });
+      return resealed.length > 0;
+    },
+
     async ensureSecret(name, candidate, at) {
       await db
         .insert(secrets)
@@ -141,6 +162,51 @@ export function createAuthStore(db: AppDatabase<AuthSchema>): AuthStore {
       const [row] = await db.select().from(secrets).where(eq(secrets.name, name));
       if (!row) throw new Error(`secret ${name} vanished`);
       return row.value;
+    },
+
+    updateLoginThrottle(accountKey, at, change) {
+      return db.transaction(async (tx) => {
+        // A row to lock even for a first attempt: SELECT … FOR UPDATE locks nothing that does
+        // not exist, and two first attempts would both read "no state". The placeholder is
+        // already expired, so it reads as no state.
+        await tx
+          .insert(loginThrottles)
+          .values({ accountKey, failures: 0, lastAttemptAt: at, expiresAt: at })
+          .onConflictDoNothing();
+        const [row] = await tx
+          .select()
+          .from(loginThrottles)
+          .where(eq(loginThrottles.accountKey, accountKey))
+          .for("update");
+        const current = row && row.expiresAt > at ? row : undefined;
+        const { state, result } = change(
+          current && {
+            failures: current.failures,
+            lockedUntil: current.lockedUntil,
+            lastAttemptAt: current.lastAttemptAt,
+            expiresAt: current.expiresAt,
+          },
+        );
+        if (state) {
+          await tx
+            .update(loginThrottles)
+            .set(state)
+            .where(eq(loginThrottles.accountKey, accountKey));
+        }
+        return result;
+      });
+    },
+
+    async clearLoginThrottle(accountKey) {
+      await db.delete(loginThrottles).where(eq(loginThrottles.accountKey, accountKey));
+    },
+
+    async deleteLoginThrottlesExpiredBefore(cutoff) {
+      const deleted = await db
+        .delete(loginThrottles)
+        .where(lt(loginThrottles.expiresAt, cutoff))
+        .returning({ accountKey: loginThrottles.accountKey });
+      return deleted.length;
     },
   };
 }

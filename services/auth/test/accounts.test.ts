@@ -3,10 +3,11 @@ import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAccessTokenIssuer } from "../src/domain/access-tokens.js";
 import { accountMessages, createAccounts } from "../src/domain/accounts.js";
+import { createLoginThrottle, defaultLoginThrottlePolicy } from "../src/domain/login-throttle.js";
 import { parsePasswordHash, type ScryptParams, verifyPassword } from "../src/domain/passwords.js";
 import { createRefreshTokens } from "../src/domain/refresh-tokens.js";
 import { createSigningKeys } from "../src/domain/signing-keys.js";
-import { manualClock, openTestStore, uniqueEmail } from "./support.js";
+import { manualClock, openTestStore, testKeyEncryption, uniqueEmail } from "./support.js";
 
 let testStore: Awaited<ReturnType<typeof openTestStore>>;
 
@@ -20,7 +21,13 @@ afterAll(async () => {
 function accounts(scryptParams?: ScryptParams) {
   const { store } = testStore;
   const { now } = manualClock();
-  const keys = createSigningKeys({ store, now, accessTokenTtlSeconds: 900, cacheSeconds: 30 });
+  const keys = createSigningKeys({
+    store,
+    now,
+    accessTokenTtlSeconds: 900,
+    cacheSeconds: 30,
+    keyEncryption: testKeyEncryption,
+  });
   const refreshTokens = createRefreshTokens({
     store,
     now,
@@ -35,9 +42,10 @@ function accounts(scryptParams?: ScryptParams) {
     audience: "test",
     ttlSeconds: 900,
   });
+  const throttle = createLoginThrottle({ store, now, policy: defaultLoginThrottlePolicy });
   return {
     keys,
-    accounts: createAccounts({ store, now, accessTokens, refreshTokens, scryptParams }),
+    accounts: createAccounts({ store, now, accessTokens, refreshTokens, throttle, scryptParams }),
   };
 }
 

@@ -93,6 +93,28 @@ describe("rotate-keys CLI", () => {
     }
   });
 
+  it("refuses to rotate with a KEK that does not open the stored keys, adding no key", async () => {
+    const database = await createTestDatabase("auth_cli_kek");
+    const dataDir = database.url ? undefined : await mkdtemp(join(tmpdir(), "auth-cli-"));
+    const env = database.url ? { DATABASE_URL: database.url } : { PGLITE_DATA_DIR: dataDir! };
+    const kek = (byte: number) => Buffer.alloc(32, byte).toString("base64");
+    try {
+      const first = await rotateKeys({ ...env, AUTH_KEY_ENCRYPTION_KEY: kek(1) });
+      const error = await rotateKeys({ ...env, AUTH_KEY_ENCRYPTION_KEY: kek(2) }).catch(
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).message).toMatch(
+        new RegExp(`signing key ${first.kid} is encrypted with key-encryption key`),
+      );
+      const again = await rotateKeys({ ...env, AUTH_KEY_ENCRYPTION_KEY: kek(1) });
+      expect(again.retired).toEqual([first.kid]);
+    } finally {
+      await database.drop();
+      if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it("refuses to run without a database to rotate, naming the variable", async () => {
     const error = await rotateKeys({}).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConfigError);

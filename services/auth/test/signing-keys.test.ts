@@ -6,7 +6,7 @@ import {
   generateSigningKey,
   publicationWindowMs,
 } from "../src/domain/signing-keys.js";
-import { manualClock, openTestStore } from "./support.js";
+import { manualClock, openTestStore, testKeyEncryption } from "./support.js";
 
 let testStore: Awaited<ReturnType<typeof openTestStore>>;
 
@@ -29,6 +29,7 @@ function replica(clock = manualClock()) {
     now: clock.now,
     accessTokenTtlSeconds: ttlSeconds,
     cacheSeconds,
+    keyEncryption: testKeyEncryption,
   };
   return { clock, keys: createSigningKeys(options), windowMs: publicationWindowMs(options) };
 }
@@ -50,8 +51,8 @@ describe("signing keys", () => {
 
   it("publishes both keys when two replicas created one at once, and signs with the newest", async () => {
     const { clock, keys } = replica();
-    const older = await generateSigningKey(clock.now());
-    const newer = await generateSigningKey(new Date(clock.now().getTime() + 1));
+    const older = await generateSigningKey(clock.now(), testKeyEncryption);
+    const newer = await generateSigningKey(new Date(clock.now().getTime() + 1), testKeyEncryption);
     await testStore.store.addSigningKey(newer);
     await testStore.store.addSigningKey(older);
     expect(await kids(keys)).toEqual([older.kid, newer.kid].sort());

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { type RunningService, type ServiceDefinition, startService } from "@thinmesh/platform";
 import {
   createTestDatabase,
@@ -9,9 +9,13 @@ import {
 import { count } from "drizzle-orm";
 import type { authConfigSchema } from "../src/config.js";
 import { type AuthSchema, refreshTokens, users } from "../src/db/schema.js";
+import { createKeyEncryption } from "../src/domain/key-encryption.js";
 import type { UserRecord } from "../src/domain/ports.js";
 import { authDatabase, authService, createAuth } from "../src/service.js";
 import { createAuthStore } from "../src/store.js";
+
+/** A KEK for domain tests (the service's own comes from its environment). */
+export const testKeyEncryption = createKeyEncryption({ current: randomBytes(32) });
 
 /** An email no other test uses, so tests sharing one database stay independent. */
 export const uniqueEmail = (tag = "user") => `${tag}-${randomUUID().slice(0, 8)}@example.com`;

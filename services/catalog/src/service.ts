@@ -1,5 +1,10 @@
 import { fileURLToPath } from "node:url";
-import { ConfigError, createTokenVerifier, type ServiceDefinition } from "@thinmesh/platform";
+import {
+  ConfigError,
+  createTokenVerifier,
+  type ServiceDefinition,
+  tokenVerifierOptions,
+} from "@thinmesh/platform";
 import { catalogConfigSchema } from "./config.js";
 import { schema } from "./db/schema.js";
 import type { NewProduct } from "./domain/product.js";
@@ -19,11 +24,7 @@ export const catalogService: ServiceDefinition<typeof catalogConfigSchema, typeo
     const seed = config.SEED_PRODUCTS ? await readSeed(config.SEED_FILE) : undefined;
     return {
       rpc: [catalogRpc(store)],
-      verifier: createTokenVerifier({
-        keys: new URL(config.AUTH_JWKS_URL),
-        issuer: config.AUTH_ISSUER,
-        audience: config.AUTH_AUDIENCE,
-      }),
+      verifier: createTokenVerifier(tokenVerifierOptions(config)),
       // StockReserved and StockRejected go to their subscriber (order, at ORDER_URL) through
       // the outbox; the saga's events for the catalog arrive at EventSinkService.
       events: { bus: eventBus(catalogProduces), consumes: catalogEventHandlers(logger) },

@@ -1,5 +1,9 @@
 import { fileURLToPath } from "node:url";
-import { createTokenVerifier, type ServiceDefinition } from "@thinmesh/platform";
+import {
+  createTokenVerifier,
+  type ServiceDefinition,
+  tokenVerifierOptions,
+} from "@thinmesh/platform";
 import { createCatalogClient, productCatalog } from "./catalog.js";
 import { orderConfigSchema } from "./config.js";
 import { schema } from "./db/schema.js";
@@ -20,11 +24,7 @@ export const orderService: ServiceDefinition<typeof orderConfigSchema, typeof sc
     const catalog = productCatalog(createCatalogClient(config.CATALOG_URL));
     return {
       rpc: [orderRpc({ store, catalog })],
-      verifier: createTokenVerifier({
-        keys: new URL(config.AUTH_JWKS_URL),
-        issuer: config.AUTH_ISSUER,
-        audience: config.AUTH_AUDIENCE,
-      }),
+      verifier: createTokenVerifier(tokenVerifierOptions(config)),
       events: { bus, consumes: sagaHandlers(logger.child({ component: "saga" })) },
     };
   },

@@ -1,5 +1,9 @@
 import { fileURLToPath } from "node:url";
-import { createTokenVerifier, type ServiceDefinition } from "@thinmesh/platform";
+import {
+  createTokenVerifier,
+  type ServiceDefinition,
+  tokenVerifierOptions,
+} from "@thinmesh/platform";
 import { type PaymentConfig, paymentConfigSchema } from "./config.js";
 import { schema } from "./db/schema.js";
 import type { PaymentProvider } from "./domain/provider.js";
@@ -36,11 +40,7 @@ export function definePaymentService(
           consumes: [onPaymentRequested(provider, logger)],
         },
         // Serves the outbox's admin routes (dead events, re-drive), which need admin tokens.
-        verifier: createTokenVerifier({
-          keys: new URL(config.AUTH_JWKS_URL),
-          issuer: config.AUTH_ISSUER,
-          audience: config.AUTH_AUDIENCE,
-        }),
+        verifier: createTokenVerifier(tokenVerifierOptions(config)),
       };
     },
   };

@@ -63,6 +63,9 @@ export async function createTestIssuer(
     if (options.notBefore !== undefined) jwt.setNotBefore(now + options.notBefore);
     return jwt.sign(key);
   };
+  // Exactly these claims, signed with the published key: for tokens sign() cannot produce.
+  const signClaims = (claims: JWTPayload) =>
+    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: publicJwk.kid }).sign(privateKey);
   return {
     jwksUrl: `${server.url}/.well-known/jwks.json`,
     issuer,
@@ -80,6 +83,8 @@ export async function createTestIssuer(
         return `${head}.${payload}.${mac}`;
       };
       const otherKey = (await generateKeyPair("ES256")).privateKey;
+      const { iat: _iat, ...withoutIat } = claims;
+      const tenYears = 10 * 365 * 24 * 3600;
       return {
         expired: await sign({ ...options, expiresIn: -120 }),
         notYetValid: await sign({ ...options, notBefore: 600 }),
@@ -92,6 +97,15 @@ export async function createTestIssuer(
         unknownKid: await sign({ ...options, kid: "not-a-published-key" }, otherKey),
         wrongKeySameKid: await sign(options, otherKey),
         garbage: "not.a.jwt",
+        // Signed with the real key, but not by the issuer's rules.
+        emptySubject: await sign({ ...options, subject: "" }),
+        issuedInTheFuture: await signClaims({
+          ...claims,
+          iat: claims.iat + tenYears,
+          exp: claims.exp + tenYears,
+        }),
+        expiresInYear3000: await signClaims({ ...claims, exp: Date.UTC(3000, 0, 1) / 1000 }),
+        withoutIssuedAt: await signClaims(withoutIat),
       };
     },
     close: server.close,

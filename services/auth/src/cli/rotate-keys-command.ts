@@ -10,9 +10,14 @@ export interface RotationResult {
 }
 
 /**
- * Rotates the signing key in the database the service is configured with (same variables).
- * Running replicas start signing with the new key within SIGNING_KEY_CACHE_SECONDS. With
- * PGLITE_DATA_DIR, stop the service first: only one process may open a PGlite directory.
+ * Rotates the signing key in the database the service is configured with (same variables,
+ * the KEK included). Running replicas start signing with the new key within
+ * SIGNING_KEY_CACHE_SECONDS. With PGLITE_DATA_DIR, stop the service first: only one process
+ * may open a PGlite directory.
+ *
+ * The stored keys are opened (and re-sealed) first, as at the service's start: with a KEK
+ * that does not open them the rotation stops with a ConfigError instead of adding a key the
+ * service could not open.
  */
 export async function rotateKeys(
   env: Record<string, string | undefined>,
@@ -32,7 +37,9 @@ export async function rotateKeys(
   });
   try {
     await database.migrate();
-    return await signingKeysFor(config, createAuthStore(database.db), now).rotateSigningKey();
+    const keys = signingKeysFor(config, createAuthStore(database.db), now);
+    await keys.sealStoredKeys();
+    return await keys.rotateSigningKey();
   } finally {
     await database.close();
   }

@@ -1,5 +1,15 @@
 import { sql } from "drizzle-orm";
-import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import {
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
 import type { JWK } from "jose";
 
 const instant = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
@@ -47,16 +57,31 @@ export const refreshTokens = pgTable(
 );
 
 /**
- * ES256 key pairs. The private JWK is stored in plain text: dev-grade. In production it would
- * be wrapped by a KMS (store the ciphertext, unwrap on read) or never leave one (sign remotely).
+ * ES256 key pairs. The private JWK is stored encrypted with the key-encryption key from the
+ * environment (src/domain/key-encryption.ts), never in clear.
  */
-export const signingKeys = pgTable("signing_keys", {
-  kid: text("kid").primaryKey(),
-  privateJwk: jsonb("private_jwk").$type<JWK>().notNull(),
-  publicJwk: jsonb("public_jwk").$type<JWK>().notNull(),
-  createdAt: instant("created_at").notNull(),
-  retiredAt: instant("retired_at"),
-});
+export const signingKeys = pgTable(
+  "signing_keys",
+  {
+    kid: text("kid").primaryKey(),
+    /** v1.<kek fingerprint>.<iv>.<ciphertext>.<tag>: the private JWK, AES-256-GCM, kid as AAD. */
+    sealedPrivateKey: text("sealed_private_key"),
+    /**
+     * The private JWK in clear, as rows written before encryption at rest have it. The service
+     * seals such rows when it starts and empties this column; nothing writes it any more.
+     */
+    legacyPrivateJwk: jsonb("private_jwk").$type<JWK>(),
+    publicJwk: jsonb("public_jwk").$type<JWK>().notNull(),
+    createdAt: instant("created_at").notNull(),
+    retiredAt: instant("retired_at"),
+  },
+  (table) => [
+    check(
+      "signing_keys_one_private_half",
+      sql`(${table.sealedPrivateKey} is null) <> (${table.legacyPrivateJwk} is null)`,
+    ),
+  ],
+);
 
 /** Random key material created on first start and shared by every replica. */
 export const secrets = pgTable("secrets", {
@@ -66,5 +91,33 @@ export const secrets = pgTable("secrets", {
   createdAt: instant("created_at").notNull(),
 });
 
-export const schema = { users, refreshTokenFamilies, refreshTokens, signingKeys, secrets };
+/**
+ * Failed sign-ins per account (src/domain/login-throttle.ts has the rule). Keyed by a hash of
+ * the normalised email, whether or not an account has it, so that unknown emails are
+ * throttled alike and the table holds no email addresses. In the database, not in memory, so
+ * that every replica sees the same count.
+ */
+export const loginThrottles = pgTable(
+  "login_throttles",
+  {
+    /** SHA-256 (hex) of the normalised email. */
+    accountKey: text("account_key").primaryKey(),
+    /** Attempts since the last success (or since the failures were forgotten). */
+    failures: integer("failures").notNull(),
+    lockedUntil: instant("locked_until"),
+    lastAttemptAt: instant("last_attempt_at").notNull(),
+    /** After this the row means nothing and is pruned. */
+    expiresAt: instant("expires_at").notNull(),
+  },
+  (table) => [index("login_throttles_expires_at_idx").on(table.expiresAt)],
+);
+
+export const schema = {
+  users,
+  refreshTokenFamilies,
+  refreshTokens,
+  signingKeys,
+  secrets,
+  loginThrottles,
+};
 export type AuthSchema = typeof schema;

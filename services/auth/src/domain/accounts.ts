@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { alreadyExists, unauthenticated } from "@thinmesh/platform";
 import type { AccessTokenIssuer } from "./access-tokens.js";
+import type { LoginThrottle } from "./login-throttle.js";
 import {
   defaultScryptParams,
   hashPassword,
@@ -31,6 +32,8 @@ export interface AccountsOptions {
   now: Clock;
   accessTokens: AccessTokenIssuer;
   refreshTokens: RefreshTokens;
+  /** Per-account limit on failed sign-ins (login-throttle.ts). */
+  throttle: LoginThrottle;
   scryptParams?: ScryptParams;
 }
 
@@ -53,7 +56,7 @@ export type Accounts = ReturnType<typeof createAccounts>;
 
 /** The use cases: register, login, refresh, and provisioning the administrator. */
 export function createAccounts(options: AccountsOptions) {
-  const { store, now, accessTokens, refreshTokens } = options;
+  const { store, now, accessTokens, refreshTokens, throttle } = options;
   const scryptParams = options.scryptParams ?? defaultScryptParams;
   // Verified against when the email is unknown, so that both failures cost one scrypt.
   const dummyHash = hashPassword(randomBytes(24).toString("base64url"), scryptParams);
@@ -94,12 +97,18 @@ export function createAccounts(options: AccountsOptions) {
       return publicUser(user);
     },
 
-    /** Checks the password and starts a refresh token family. */
+    /**
+     * Checks the password and starts a refresh token family. Rejects with LoginThrottled while
+     * the email has failed too often, before looking the email up: a locked account and an
+     * unknown email answer alike, and cost alike (no scrypt either way).
+     */
     async login(email: string, password: string): Promise<{ user: User; tokens: IssuedTokens }> {
+      const attempt = await throttle.begin(email);
       const user = await store.findUserByEmail(email);
       const matches = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
       // One message for both failures: the answer must not tell which emails have accounts.
       if (!user || !matches) throw unauthenticated(accountMessages.badCredentials);
+      await throttle.succeeded(attempt);
       if (needsRehash(user.passwordHash, scryptParams)) {
         await store.updatePasswordHash(user.id, await hashPassword(password, scryptParams));
       }

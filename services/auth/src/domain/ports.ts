@@ -27,9 +27,38 @@ export interface AuthStore {
   addSigningKey(key: SigningKeyRecord): Promise<void>;
   /** Deletes keys retired before the cutoff (their private halves are no longer needed). */
   deleteSigningKeysRetiredBefore(cutoff: Date): Promise<number>;
+  /** Every stored key, published or not. */
+  listAllSigningKeys(): Promise<SigningKeyRecord[]>;
+  /**
+   * Stores a newly sealed private half (and clears a legacy clear one) if the row still holds
+   * `expected`, the sealed value it was read with (null: the legacy clear JWK). False when
+   * another replica got there first.
+   */
+  resealSigningKey(kid: string, expected: string | null, sealed: string): Promise<boolean>;
 
   /** The secret stored under name; the first caller's candidate wins a race. */
   ensureSecret(name: string, candidate: string, at: Date): Promise<string>;
+
+  /**
+   * Reads the account's throttle state under a row lock (concurrent attempts for the same
+   * account wait for each other), stores the state `change` returns, if any, and returns its
+   * result. State that expired before `at` reads as undefined.
+   */
+  updateLoginThrottle<T>(
+    accountKey: string,
+    at: Date,
+    change: (state: LoginThrottleState | undefined) => { state?: LoginThrottleState; result: T },
+  ): Promise<T>;
+  clearLoginThrottle(accountKey: string): Promise<void>;
+  deleteLoginThrottlesExpiredBefore(cutoff: Date): Promise<number>;
+}
+
+export interface LoginThrottleState {
+  /** Attempts counted since the last success. */
+  failures: number;
+  lockedUntil: Date | null;
+  lastAttemptAt: Date;
+  expiresAt: Date;
 }
 
 export interface UserRecord {
@@ -61,7 +90,10 @@ export interface RefreshTokenRecord extends NewRefreshToken {
 
 export interface SigningKeyRecord {
   kid: string;
-  privateJwk: JWK;
+  /** The private JWK sealed with the KEK (key-encryption.ts); null only in legacy rows. */
+  sealedPrivateKey: string | null;
+  /** Rows written before encryption at rest: the private JWK in clear, until sealed. */
+  legacyPrivateJwk: JWK | null;
   publicJwk: JWK;
   createdAt: Date;
   retiredAt: Date | null;

@@ -1,4 +1,4 @@
-import { unavailable } from "@thinmesh/platform";
+import { ConfigError, unavailable } from "@thinmesh/platform";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -7,6 +7,7 @@ import {
   importJWK,
   type JWK,
 } from "jose";
+import { KeyDecryptionError, type KeyEncryption } from "./key-encryption.js";
 import type { AuthStore, Clock, SigningKeyRecord } from "./ports.js";
 
 export const signingAlgorithm = "ES256";
@@ -26,6 +27,8 @@ export interface SigningKeysOptions {
   cacheSeconds: number;
   /** Allowance for verifiers whose clocks run behind. */
   clockSkewSeconds?: number;
+  /** Seals the private halves in the store with the KEK, and opens them. */
+  keyEncryption: KeyEncryption;
 }
 
 /**
@@ -39,15 +42,23 @@ export function publicationWindowMs(options: SigningKeysOptions): number {
   return seconds * 1000;
 }
 
-/** A fresh ES256 key pair; its kid is the RFC 7638 thumbprint of the public key. */
-export async function generateSigningKey(createdAt: Date): Promise<SigningKeyRecord> {
+/**
+ * A fresh ES256 key pair, its private half sealed with the KEK; its kid is the RFC 7638
+ * thumbprint of the public key.
+ */
+export async function generateSigningKey(
+  createdAt: Date,
+  keyEncryption: KeyEncryption,
+): Promise<SigningKeyRecord> {
   const { privateKey, publicKey } = await generateKeyPair(signingAlgorithm, { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(publicJwk);
   const published = { ...publicJwk, kid, alg: signingAlgorithm, use: "sig" };
+  const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: signingAlgorithm };
   return {
     kid,
-    privateJwk: { ...(await exportJWK(privateKey)), kid, alg: signingAlgorithm },
+    sealedPrivateKey: keyEncryption.seal(kid, privateJwk),
+    legacyPrivateJwk: null,
     publicJwk: published,
     createdAt,
     retiredAt: null,
@@ -65,7 +76,7 @@ export type SigningKeys = ReturnType<typeof createSigningKeys>;
 
 /** The signing keys: which one signs, which ones are published, and rotation. */
 export function createSigningKeys(options: SigningKeysOptions) {
-  const { store, now } = options;
+  const { store, now, keyEncryption } = options;
   let cached: { key: Promise<SigningKey>; until: number } | undefined;
 
   const publishedRecords = () =>
@@ -75,18 +86,59 @@ export function createSigningKeys(options: SigningKeysOptions) {
     const newest = newestActive(await publishedRecords());
     if (!newest)
       throw unavailable("no signing key exists yet; the auth service creates one at start");
-    const privateKey = await importJWK(newest.privateJwk, signingAlgorithm);
+    let privateJwk: JWK;
+    try {
+      privateJwk = privateHalf(newest);
+    } catch (error) {
+      if (!(error instanceof KeyDecryptionError)) throw error;
+      throw unavailable(`cannot sign tokens: ${error.message}`);
+    }
+    const privateKey = await importJWK(privateJwk, signingAlgorithm);
     return { kid: newest.kid, privateKey: privateKey as CryptoKey };
   }
 
+  // A legacy clear row is still usable (another replica of an older version may have just
+  // written it during a rollout); the next start seals it.
+  const privateHalf = (key: SigningKeyRecord): JWK =>
+    key.sealedPrivateKey !== null
+      ? keyEncryption.open(key.kid, key.sealedPrivateKey)
+      : (key.legacyPrivateJwk as JWK);
+
   return {
+    /**
+     * Run at start, before any key is used: seals private halves stored in clear (rows from
+     * before encryption at rest) and re-seals those sealed with the previous KEK, so that the
+     * previous KEK can be dropped. Opening every key also checks the configured KEKs: a key
+     * none of them opens stops the start with a ConfigError saying which KEK it needs.
+     */
+    async sealStoredKeys(): Promise<{ sealed: number; resealed: number }> {
+      const counts = { sealed: 0, resealed: 0 };
+      for (const key of await store.listAllSigningKeys()) {
+        let privateJwk: JWK;
+        try {
+          privateJwk = privateHalf(key);
+        } catch (error) {
+          if (!(error instanceof KeyDecryptionError)) throw error;
+          throw new ConfigError([`AUTH_KEY_ENCRYPTION_KEY: ${error.message}`]);
+        }
+        const sealedWith = key.sealedPrivateKey && keyEncryption.sealedWith(key.sealedPrivateKey);
+        if (sealedWith === keyEncryption.currentId) continue;
+        const resealed = keyEncryption.seal(key.kid, privateJwk);
+        if (await store.resealSigningKey(key.kid, key.sealedPrivateKey, resealed)) {
+          counts[key.sealedPrivateKey === null ? "sealed" : "resealed"]++;
+        }
+      }
+      cached = undefined;
+      return counts;
+    },
+
     /** Creates a key when none is active (first start). Returns the current key's kid. */
     async ensureSigningKey(): Promise<string> {
       const existing = newestActive(await publishedRecords());
       if (existing) return existing.kid;
       // Two replicas starting at once may both get here: both keys are published and the
       // newest signs, so nothing breaks.
-      const key = await generateSigningKey(now());
+      const key = await generateSigningKey(now(), keyEncryption);
       await store.addSigningKey(key);
       cached = undefined;
       return key.kid;
@@ -99,7 +151,7 @@ export function createSigningKeys(options: SigningKeysOptions) {
      */
     async rotateSigningKey(): Promise<{ kid: string; retired: string[]; deleted: number }> {
       const at = now();
-      const key = await generateSigningKey(at);
+      const key = await generateSigningKey(at, keyEncryption);
       const retired = await store.addSigningKeyRetiringOthers(key, at);
       const deleted = await store.deleteSigningKeysRetiredBefore(
         new Date(at.getTime() - publicationWindowMs(options)),
