@@ -1,3 +1,5 @@
+import type { AccessRecord } from "./sidecar/telemetry.js";
+
 /** One log record as one readable line: time, level, message, fields, and the error's message. */
 export function readable(line: string): string {
   let record: Record<string, unknown>;
@@ -12,4 +14,13 @@ export function readable(line: string): string {
   const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : "";
   const cause = typeof err === "string" ? err : (err as { message?: unknown } | undefined)?.message;
   return `${String(time ?? "").slice(11, 19)} ${level ?? ""} ${msg ?? ""}${extra}${cause ? `: ${cause}` : ""}`;
+}
+
+/** One access record as a readable line: who called whom, what, and what came of it. */
+export function accessLine(record: AccessRecord): string {
+  const destination = `${record.destination_workload ?? "?"}${record.destination_version ? `/${record.destination_version}` : ""}`;
+  const flags = record.response_flags === "-" ? "" : ` ${record.response_flags}`;
+  const attempts = record.attempts > 1 ? ` (${record.attempts} attempts)` : "";
+  const trace = record.trace_id ? ` trace ${record.trace_id}` : "";
+  return `${record.start_time.slice(11, 19)} → ${destination} ${record.method} ${record.path} ${record.response_code}${flags} ${record.duration} ms${attempts}${trace}`;
 }

@@ -111,7 +111,8 @@ export async function readDownstream(
   const known = {
     req,
     method: req.method ?? "",
-    path: req.url ?? "",
+    // Never the query in a record of a refused request: a token may be in it.
+    path: (req.url ?? "").split("?")[0] ?? "",
     headers,
     body: Buffer.alloc(0),
     startedAt,
