@@ -172,8 +172,9 @@ export function createInboundListener(options: InboundListenerOptions): InboundL
           remoteAddress: socket.remoteAddress,
           remotePort: socket.remotePort,
         });
-        // A reset, not a close: what a plaintext client of an Istio STRICT port sees
-        // (curl: "Recv failure: Connection reset by peer", exit code 56).
+        // A reset, not a close: what a client sees when Envoy finds no filter chain, e.g. a
+        // plaintext curl against an Istio STRICT port ("Recv failure: Connection reset by
+        // peer", exit code 56).
         socket.resetAndDestroy();
         return;
       }
