@@ -1,6 +1,5 @@
-// Workload identity and mutual TLS for mesh/local's sidecars: the local CA, SPIFFE
-// certificates, the inbound listener (PeerAuthentication modes), the outbound mutual TLS
-// client, and x-forwarded-client-cert.
+// mesh/local's identities and mTLS: the local CA, SPIFFE workload certificates, the inbound
+// listener (PeerAuthentication's modes) and the mutual-TLS client, x-forwarded-client-cert.
 export * from "./ca.js";
 export * from "./listener.js";
 export * from "./tls.js";
