@@ -2,7 +2,7 @@
 // loaded first (the library's README says so; ES modules evaluate imports in this order).
 import "reflect-metadata";
 import { createPublicKey, randomBytes, webcrypto } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as x509 from "@peculiar/x509";
 
@@ -252,6 +252,7 @@ async function readIfExists(file: string): Promise<string | undefined> {
 /** Written beside the target and renamed, so a crash never leaves half a PEM behind. */
 async function writeAtomically(file: string, content: string, mode: number): Promise<void> {
   const temporary = `${file}.${process.pid}.tmp`;
+  await rm(temporary, { force: true }); // left by a crash: "wx" below must create the file
   await writeFile(temporary, content, { mode, flag: "wx" });
   await rename(temporary, file);
 }

@@ -28,11 +28,12 @@ export type InboundHandler = (
 
 export interface RefusedConnection {
   /**
-   * plaintext: a plaintext connection under STRICT (Envoy: no filter chain matches, the
-   * connection is reset before any HTTP). tls-handshake: the TLS handshake failed (no client
-   * certificate, one from another CA, garbage after the ClientHello byte, ...).
+   * plaintext: a plaintext connection under STRICT; tls: a TLS connection under DISABLE (Istio
+   * builds only TLS, or only raw_buffer, filter chains for these modes: Envoy finds no filter
+   * chain and resets the connection before any HTTP). tls-handshake: the TLS handshake failed
+   * (no client certificate, one from another CA, garbage after the ClientHello byte, ...).
    */
-  reason: "plaintext" | "tls-handshake";
+  reason: "plaintext" | "tls" | "tls-handshake";
   mode: PeerAuthenticationMode;
   remoteAddress: string | undefined;
   remotePort: number | undefined;
@@ -57,6 +58,8 @@ export interface InboundListenerStats {
   plaintext: number;
   /** Plaintext connections reset under STRICT [no_filter_chain_match]. */
   refusedPlaintext: number;
+  /** TLS connections reset under DISABLE [no_filter_chain_match]. */
+  refusedTls: number;
   /** TLS handshakes that failed [ssl.connection_error]. */
   failedHandshakes: number;
 }
@@ -91,6 +94,7 @@ export function createInboundListener(options: InboundListenerOptions): InboundL
     mutualTls: 0,
     plaintext: 0,
     refusedPlaintext: 0,
+    refusedTls: 0,
     failedHandshakes: 0,
   };
   const http = createDualProtocolServer((req, res) => {
@@ -159,28 +163,28 @@ export function createInboundListener(options: InboundListenerOptions): InboundL
       socket.pause();
       socket.unshift(head);
       socket.setTimeout(0);
-      // DISABLE: the sidecar terminates no TLS, as Istio's plaintext-only filter chain; a TLS
-      // client's bytes reach the HTTP parser, which answers 400.
-      if (head[0] === tlsRecordTypeHandshake && mode !== "DISABLE") {
+      const isTls = head[0] === tlsRecordTypeHandshake;
+      if (isTls ? mode === "DISABLE" : mode === "STRICT") {
+        stats[isTls ? "refusedTls" : "refusedPlaintext"]++;
+        options.onRefused?.({
+          reason: isTls ? "tls" : "plaintext",
+          mode,
+          remoteAddress: socket.remoteAddress,
+          remotePort: socket.remotePort,
+        });
+        // A reset, not a close: what a client sees when Envoy finds no filter chain, e.g. a
+        // plaintext curl against an Istio STRICT port ("Recv failure: Connection reset by
+        // peer", exit code 56).
+        socket.resetAndDestroy();
+        return;
+      }
+      if (isTls) {
         const certificate = options.certificate();
         if (certificate !== activeCertificate) {
           activeCertificate = certificate;
           tlsServer.setSecureContext(serverTlsOptions(certificate));
         }
         tlsServer.emit("connection", socket);
-        return;
-      }
-      if (mode === "STRICT") {
-        stats.refusedPlaintext++;
-        options.onRefused?.({
-          reason: "plaintext",
-          mode,
-          remoteAddress: socket.remoteAddress,
-          remotePort: socket.remotePort,
-        });
-        // A reset, not a close: what a plaintext client of an Istio STRICT port sees
-        // (curl: "Recv failure: Connection reset by peer", exit code 56).
-        socket.resetAndDestroy();
         return;
       }
       stats.plaintext++;

@@ -249,11 +249,14 @@ describe("PERMISSIVE", () => {
 });
 
 describe("DISABLE", () => {
-  it("serves plaintext and terminates no TLS: a TLS client's bytes meet the HTTP parser", async () => {
-    const { port, listener } = await start("DISABLE");
+  it("serves plaintext and resets TLS connections, as Istio's plaintext-only filter chain", async () => {
+    const { port, listener, refused } = await start("DISABLE");
     expect((await getPlaintextH1(port)).status).toBe(200);
-    await expect(getOverMutualTls(port, ids.order)).rejects.toThrow();
-    expect(listener.stats()).toMatchObject({ mutualTls: 0, plaintext: 2 });
+    await expect(tlsHandshake(port, ids.order.caPem, ids.order)).rejects.toMatchObject({
+      code: "ECONNRESET",
+    });
+    expect(listener.stats()).toMatchObject({ mutualTls: 0, plaintext: 1, refusedTls: 1 });
+    expect(refused.map((r) => [r.reason, r.mode])).toEqual([["tls", "DISABLE"]]);
   });
 });
 
