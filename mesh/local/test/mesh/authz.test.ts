@@ -1,0 +1,285 @@
+import { describe, expect, it } from "vitest";
+import { type AuthzRequest, authorize, matchesValue } from "../../src/mesh/authz.js";
+import { configFrom, headers, repoConfig } from "./support.js";
+
+const GATEWAY = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+const sa = (name: string) => `cluster.local/ns/shop/sa/${name}`;
+const workload = (app: string) => ({ namespace: "shop", labels: { app, version: "v1" } });
+const request = (over: Partial<AuthzRequest> = {}): AuthzRequest => ({
+  method: "POST",
+  path: "/",
+  header: headers(),
+  ...over,
+});
+
+describe("matchesValue", () => {
+  it("exact, prefix*, *suffix and * (present)", () => {
+    expect(matchesValue("/a/b", "/a/b")).toBe(true);
+    expect(matchesValue("/a/b", "/a/b/")).toBe(false);
+    expect(matchesValue("/a/*", "/a/b/c")).toBe(true);
+    expect(matchesValue("/a/*", "/b")).toBe(false);
+    expect(matchesValue("*/b", "/a/b")).toBe(true);
+    expect(matchesValue("*/b", "/a/c")).toBe(false);
+    expect(matchesValue("*", "anything")).toBe(true);
+    expect(matchesValue("*", undefined)).toBe(false);
+    expect(matchesValue("*", "")).toBe(false);
+  });
+});
+
+describe("mesh/istio/authorization.yaml: who may call what", () => {
+  const config = repoConfig();
+  const decide = (app: string, over: Partial<AuthzRequest>) =>
+    authorize(config, workload(app), request(over));
+  const allowed = (app: string, over: Partial<AuthzRequest>) => decide(app, over).allowed;
+  const token = {
+    requestPrincipal: "https://auth.thinmesh.local/user-1",
+    claims: { roles: ["customer"] },
+  };
+  const admin = {
+    requestPrincipal: "https://auth.thinmesh.local/admin",
+    claims: { roles: ["customer", "admin"] },
+  };
+
+  it("lets the gateway reach auth's public RPCs and the JWKS, nothing else", () => {
+    for (const method of ["Register", "Login", "Refresh"]) {
+      expect(
+        allowed("auth", { principal: GATEWAY, path: `/shop.auth.v1.AuthService/${method}` }),
+      ).toBe(true);
+    }
+    expect(
+      allowed("auth", { principal: GATEWAY, path: "/.well-known/jwks.json", method: "GET" }),
+    ).toBe(true);
+    expect(allowed("auth", { principal: GATEWAY, path: "/admin/users" })).toBe(false);
+  });
+
+  it("lets the token verifiers GET auth's JWKS, with no other method or path", () => {
+    for (const caller of ["catalog", "order", "payment"]) {
+      expect(
+        allowed("auth", { principal: sa(caller), method: "GET", path: "/.well-known/jwks.json" }),
+      ).toBe(true);
+      expect(
+        allowed("auth", { principal: sa(caller), method: "POST", path: "/.well-known/jwks.json" }),
+      ).toBe(false);
+      expect(
+        allowed("auth", { principal: sa(caller), path: "/shop.auth.v1.AuthService/Login" }),
+      ).toBe(false);
+    }
+  });
+
+  it("catalog: public browsing, admin RPCs with the admin role, GetProducts and events from order only", () => {
+    const list = "/shop.catalog.v1.CatalogService/ListProducts";
+    const create = "/shop.catalog.v1.CatalogService/CreateProduct";
+    expect(allowed("catalog", { principal: GATEWAY, path: list })).toBe(true);
+    expect(allowed("catalog", { principal: GATEWAY, path: create })).toBe(false);
+    expect(allowed("catalog", { principal: GATEWAY, path: create, ...token })).toBe(false);
+    expect(allowed("catalog", { principal: GATEWAY, path: create, ...admin })).toBe(true);
+    expect(
+      allowed("catalog", {
+        principal: sa("order"),
+        path: "/shop.catalog.v1.CatalogService/GetProducts",
+      }),
+    ).toBe(true);
+    expect(
+      allowed("catalog", {
+        principal: GATEWAY,
+        path: "/shop.catalog.v1.CatalogService/GetProducts",
+      }),
+    ).toBe(false);
+    expect(
+      allowed("catalog", {
+        principal: sa("payment"),
+        path: "/shop.events.v1.EventSinkService/Deliver",
+      }),
+    ).toBe(false);
+    expect(
+      allowed("catalog", {
+        principal: sa("order"),
+        path: "/shop.events.v1.EventSinkService/Deliver",
+      }),
+    ).toBe(true);
+  });
+
+  it("order: every edge RPC needs a token; events from catalog and payment", () => {
+    const place = "/shop.order.v1.OrderService/PlaceOrder";
+    expect(allowed("order", { principal: GATEWAY, path: place })).toBe(false);
+    expect(allowed("order", { principal: GATEWAY, path: place, ...token })).toBe(true);
+    expect(
+      allowed("order", {
+        principal: sa("catalog"),
+        path: "/shop.events.v1.EventSinkService/Deliver",
+      }),
+    ).toBe(true);
+    expect(
+      allowed("order", {
+        principal: sa("payment"),
+        path: "/shop.events.v1.EventSinkService/Deliver",
+      }),
+    ).toBe(true);
+    expect(
+      allowed("order", { principal: sa("auth"), path: "/shop.events.v1.EventSinkService/Deliver" }),
+    ).toBe(false);
+  });
+
+  it("payment: only order's event deliveries; plaintext callers (no principal) are denied", () => {
+    const deliver = "/shop.events.v1.EventSinkService/Deliver";
+    expect(decide("payment", { principal: sa("order"), path: deliver })).toEqual({
+      allowed: true,
+      policy: "shop.payment",
+    });
+    expect(
+      decide("payment", {
+        principal: sa("order"),
+        path: "/shop.payment.v1.PaymentService/GetPayment",
+      }),
+    ).toEqual({
+      allowed: false,
+      status: 403,
+      body: "RBAC: access denied",
+    });
+    expect(allowed("payment", { path: deliver })).toBe(false);
+  });
+
+  it("allow-nothing denies a workload no other policy names", () => {
+    expect(allowed("jaeger", { principal: sa("order"), path: "/" })).toBe(false);
+  });
+});
+
+describe("evaluation order and matchers", () => {
+  const config = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-admin }
+spec:
+  action: DENY
+  rules:
+    - to: [{ operation: { paths: ["/admin/*"] } }]
+      when: [{ key: "request.headers[x-debug]", notValues: ["on"] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow }
+spec:
+  selector: { matchLabels: { app: catalog } }
+  rules:
+    - from: [{ source: { namespaces: [shop], notPrincipals: [cluster.local/ns/shop/sa/payment] } }]
+      to: [{ operation: { methods: [GET], notPaths: ["*/secret"], hosts: ["catalog.shop.svc.cluster.local"], ports: ["8080"] } }]
+    - from: [{ source: { requestPrincipals: ["*"], notRequestPrincipals: ["https://evil/*"] } }]
+      to: [{ operation: { notMethods: [DELETE] } }]
+      when:
+        - { key: "request.auth.claims[groups]", values: ["ops-*"] }
+        - { key: "request.auth.claims[org][tier]", values: [gold] }
+    - to: [{ operation: { paths: [/by-header] } }]
+      when: [{ key: "request.headers[x-team]", values: ["*"] }, { key: source.namespace, values: [shop] }]
+    - to: [{ operation: { paths: [/by-audience] } }]
+      when: [{ key: request.auth.audiences, values: [thinmesh] }, { key: request.auth.presenter, values: [spa] }, { key: destination.port, values: ["8080"] }]
+`);
+  const catalog = workload("catalog");
+  const allowed = (over: Partial<AuthzRequest>) =>
+    authorize(config, catalog, request(over)).allowed;
+
+  it("DENY first, even over a matching ALLOW; notValues matches an absent header", () => {
+    expect(
+      authorize(
+        config,
+        catalog,
+        request({
+          principal: sa("order"),
+          method: "GET",
+          path: "/admin/x",
+          host: "catalog.shop.svc.cluster.local",
+          port: 8080,
+        }),
+      ),
+    ).toEqual({
+      allowed: false,
+      policy: "shop.deny-admin",
+      status: 403,
+      body: "RBAC: access denied",
+    });
+    expect(
+      allowed({
+        principal: sa("order"),
+        method: "GET",
+        path: "/admin/x",
+        host: "catalog.shop.svc.cluster.local",
+        port: 8080,
+        header: headers({ "x-debug": "on" }),
+      }),
+    ).toBe(true);
+  });
+
+  it("no ALLOW policy for a workload: allowed (after DENY)", () => {
+    expect(authorize(config, workload("order"), request({ path: "/anything" }))).toEqual({
+      allowed: true,
+    });
+    expect(authorize(config, workload("order"), request({ path: "/admin/x" })).allowed).toBe(false);
+  });
+
+  it("sources: namespaces from the principal, notPrincipals; operations: methods, notPaths, hosts (case, port), ports", () => {
+    const base = {
+      method: "GET",
+      path: "/items",
+      host: "Catalog.shop.svc.cluster.local:8080",
+      port: 8080,
+    };
+    expect(allowed({ ...base, principal: sa("order") })).toBe(true);
+    expect(allowed({ ...base, principal: sa("payment") })).toBe(false);
+    expect(allowed({ ...base, principal: "cluster.local/ns/other/sa/order" })).toBe(false);
+    expect(allowed({ ...base, principal: sa("order"), method: "POST" })).toBe(false);
+    expect(allowed({ ...base, principal: sa("order"), path: "/a/secret" })).toBe(false);
+    expect(allowed({ ...base, principal: sa("order"), host: "catalog" })).toBe(false);
+    expect(allowed({ ...base, principal: sa("order"), port: 9090 })).toBe(false);
+  });
+
+  it("requestPrincipals * (any token), claims: array elements and nested claims", () => {
+    const claims = { groups: ["dev", "ops-oncall"], org: { tier: "gold" } };
+    expect(allowed({ requestPrincipal: "https://auth/u1", claims })).toBe(true);
+    expect(allowed({ claims })).toBe(false);
+    expect(allowed({ requestPrincipal: "https://evil/u1", claims })).toBe(false);
+    expect(allowed({ requestPrincipal: "https://auth/u1", claims, method: "DELETE" })).toBe(false);
+    expect(
+      allowed({ requestPrincipal: "https://auth/u1", claims: { ...claims, groups: ["dev"] } }),
+    ).toBe(false);
+    expect(
+      allowed({
+        requestPrincipal: "https://auth/u1",
+        claims: { ...claims, org: { tier: "silver" } },
+      }),
+    ).toBe(false);
+  });
+
+  it("when: header presence, source.namespace, audiences, presenter, destination.port", () => {
+    expect(
+      allowed({ path: "/by-header", principal: sa("order"), header: headers({ "x-team": "a" }) }),
+    ).toBe(true);
+    expect(allowed({ path: "/by-header", principal: sa("order") })).toBe(false);
+    expect(allowed({ path: "/by-header", header: headers({ "x-team": "a" }) })).toBe(false);
+    const claims = { aud: ["other", "thinmesh"], azp: "spa" };
+    expect(allowed({ path: "/by-audience", claims, port: 8080 })).toBe(true);
+    expect(allowed({ path: "/by-audience", claims: { ...claims, aud: "other" }, port: 8080 })).toBe(
+      false,
+    );
+    expect(allowed({ path: "/by-audience", claims, port: 9090 })).toBe(false);
+  });
+
+  it("spec: {} (allow-nothing) allows nothing, and a selector limits a policy to its workloads", () => {
+    const nothing = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-nothing }
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: all-for-auth }
+spec:
+  selector: { matchLabels: { app: auth } }
+  rules: [{}]
+`);
+    expect(authorize(nothing, workload("catalog"), request()).allowed).toBe(false);
+    expect(authorize(nothing, workload("auth"), request())).toEqual({
+      allowed: true,
+      policy: "shop.all-for-auth",
+    });
+  });
+});

@@ -1,0 +1,165 @@
+import { exportJWK, generateKeyPair, type JSONWebKeySet, SignJWT } from "jose";
+import { beforeAll, describe, expect, it } from "vitest";
+import { createRequestAuthenticator, JWT_MESSAGES } from "../../src/mesh/jwt.js";
+import { configFrom, headers, repoConfig } from "./support.js";
+
+const ISSUER = "https://auth.thinmesh.local";
+const order = { namespace: "shop", labels: { app: "order", version: "v1" } };
+let jwks: JSONWebKeySet;
+let sign: (
+  claims: Record<string, unknown>,
+  options?: { kid?: string; key?: CryptoKey },
+) => Promise<string>;
+let otherKey: CryptoKey;
+const NOW = 1_800_000_000_000;
+
+beforeAll(async () => {
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  otherKey = (await generateKeyPair("ES256")).privateKey;
+  jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256", use: "sig" }] };
+  sign = (claims, { kid = "k1", key = privateKey } = {}) =>
+    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid }).sign(key);
+});
+
+const valid = (over: Record<string, unknown> = {}) => ({
+  iss: ISSUER,
+  sub: "user-1",
+  aud: "thinmesh",
+  exp: NOW / 1000 + 600,
+  roles: ["customer"],
+  ...over,
+});
+
+function authenticator(config = repoConfig(), workload = order) {
+  const fetched: string[] = [];
+  const auth = createRequestAuthenticator(
+    config,
+    workload,
+    async (uri) => {
+      fetched.push(uri);
+      return jwks;
+    },
+    () => NOW,
+  );
+  const call = (values: Record<string, string> = {}, query = "") =>
+    auth.authenticate({ header: headers(values), query: new URLSearchParams(query) });
+  return { call, fetched };
+}
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+describe("RequestAuthentication (mesh/istio/request-authentication.yaml at order)", () => {
+  it("passes a request without a token with no identity", async () => {
+    expect(await authenticator().call()).toEqual({ ok: true, stripAuthorization: false });
+  });
+
+  it("accepts a valid token: principal iss/sub, claims, and the token forwarded (forwardOriginalToken)", async () => {
+    const { call, fetched } = authenticator();
+    const result = await call(bearer(await sign(valid())));
+    expect(result).toMatchObject({
+      ok: true,
+      principal: `${ISSUER}/user-1`,
+      stripAuthorization: false,
+    });
+    expect(result.ok && result.claims?.roles).toEqual(["customer"]);
+    expect(fetched).toEqual(["http://auth.shop.svc.cluster.local:8080/.well-known/jwks.json"]);
+    await call(bearer(await sign(valid())));
+    expect(fetched).toHaveLength(1); // cached
+  });
+
+  it("reads the access_token query parameter too (Envoy's default location)", async () => {
+    const token = await sign(valid());
+    expect(await authenticator().call({}, `access_token=${token}`)).toMatchObject({ ok: true });
+  });
+
+  const refused = async (token: string, message: string) => {
+    const result = await authenticator().call(bearer(token));
+    expect(result).toMatchObject({ ok: false, status: 401, body: message });
+  };
+
+  it("refuses with jwt_verify_lib's messages", async () => {
+    await refused("not-a-jwt", JWT_MESSAGES.badFormat);
+    await refused("a.b.c.d", JWT_MESSAGES.badFormat);
+    await refused("bm90anNvbg.e30.c2ln", JWT_MESSAGES.headerParse);
+    await refused(await sign(valid({ iss: "https://elsewhere" })), JWT_MESSAGES.unknownIssuer);
+    await refused(await sign(valid({ exp: NOW / 1000 - 61 })), JWT_MESSAGES.expired);
+    await refused(await sign(valid({ nbf: NOW / 1000 + 61 })), JWT_MESSAGES.notYetValid);
+    await refused(await sign(valid({ aud: "someone-else" })), JWT_MESSAGES.audience);
+    await refused(await sign(valid({ aud: undefined })), JWT_MESSAGES.audience);
+    await refused(await sign(valid(), { kid: "unknown" }), JWT_MESSAGES.kidAlg);
+    await refused(await sign(valid(), { key: otherKey }), JWT_MESSAGES.verification);
+  });
+
+  it("allows Envoy's 60 s clock skew", async () => {
+    expect(
+      await authenticator().call(bearer(await sign(valid({ exp: NOW / 1000 - 30 })))),
+    ).toMatchObject({ ok: true });
+  });
+
+  it("refetches the JWKS on an unknown kid once the cache is 30 s old, and says when fetching fails", async () => {
+    let now = NOW;
+    let served = { keys: [] } as JSONWebKeySet;
+    const fetched: number[] = [];
+    const auth = createRequestAuthenticator(
+      repoConfig(),
+      order,
+      async () => {
+        fetched.push(now);
+        return served;
+      },
+      () => now,
+    );
+    const call = async () =>
+      auth.authenticate({
+        header: headers(bearer(await sign(valid()))),
+        query: new URLSearchParams(),
+      });
+    expect(await call()).toMatchObject({ ok: false, body: JWT_MESSAGES.kidAlg });
+    served = jwks; // auth rotated its keys
+    expect(await call()).toMatchObject({ ok: false, body: JWT_MESSAGES.kidAlg }); // too soon
+    now += 30_000;
+    expect(await call()).toMatchObject({ ok: true });
+    expect(fetched).toHaveLength(2);
+    const failing = createRequestAuthenticator(
+      repoConfig(),
+      order,
+      async () => {
+        throw new Error("connection refused");
+      },
+      () => NOW,
+    );
+    expect(
+      await failing.authenticate({
+        header: headers(bearer(await sign(valid()))),
+        query: new URLSearchParams(),
+      }),
+    ).toMatchObject({ ok: false, status: 401, body: JWT_MESSAGES.fetch });
+  });
+
+  it("applies only to the workloads its selector names", async () => {
+    const payment = { namespace: "shop", labels: { app: "payment", version: "v1" } };
+    // No RequestAuthentication for payment: a token is neither checked nor turned into an identity.
+    expect(await authenticator(repoConfig(), payment).call(bearer("garbage"))).toEqual({
+      ok: true,
+      stripAuthorization: false,
+    });
+  });
+
+  it("strips the token by default (forwardOriginalToken false) and reads fromHeaders", async () => {
+    const config = configFrom(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: order }
+spec:
+  selector: { matchLabels: { app: order } }
+  jwtRules:
+    - issuer: ${ISSUER}
+      jwksUri: http://auth.shop.svc.cluster.local:8080/.well-known/jwks.json
+      fromHeaders: [{ name: x-token }]
+`);
+    const { call } = authenticator(config);
+    const token = await sign(valid({ aud: "anything" })); // no audiences listed: any is accepted
+    expect(await call({ "x-token": token })).toMatchObject({ ok: true, stripAuthorization: true });
+    // Authorization is not a location of this rule.
+    expect(await call(bearer("garbage"))).toEqual({ ok: true, stripAuthorization: false });
+  });
+});
