@@ -8,3 +8,5 @@ export * from "./match.js";
 export * from "./outlier.js";
 export * from "./retry.js";
 export * from "./routes.js";
+export * from "./authz.js";
+export * from "./jwt.js";

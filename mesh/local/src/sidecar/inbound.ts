@@ -113,7 +113,7 @@ export function createInbound(options: InboundOptions) {
 
     const authn = await authenticatorFor(config).authenticate({ header, query });
     if (!authn.ok) {
-      reply(req, res, authn.status, authn.body, { "www-authenticate": "Bearer realm=\"\", error=\"invalid_token\"" });
+      reply(req, res, authn.status, authn.body, authn.headers);
       return record(request, peer, {
         response_code: authn.status,
         response_code_details: "jwt_authn_access_denied",

@@ -156,6 +156,10 @@ export function createOutbound(options: OutboundOptions) {
 
     // Fault injection runs before the router: an injected abort is the proxy's own answer
     // and is never retried by this proxy.
+    // What an app claims of client certificates never leaves its pod (Istio's outbound
+    // listeners keep Envoy's SANITIZE).
+    delete request.headers["x-forwarded-client-cert"];
+
     const fault = chooseFault(route.fault, random);
     const faultFlags: string[] = [];
     if (fault.delayMs) {
