@@ -1,7 +1,7 @@
-import { mkdirSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { connectPostgres } from "@thinmesh/platform";
+import { prepareEmbeddedDatabases } from "./embedded.js";
 import { createIngress, type Hop } from "./ingress.js";
 import { loadIngress } from "./istio.js";
 import { type ReservedPort, reservePort } from "./ports.js";
@@ -116,6 +116,15 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
           },
         )
       : undefined;
+    if (!databaseUrls) {
+      const created = await prepareEmbeddedDatabases(options.dataDir, workloadNames, (message) =>
+        options.events.event("mesh", message, {}),
+      ).catch((error: Error) => {
+        throw new StartError(error.message);
+      });
+      if (created.length)
+        options.events.event("mesh", "embedded databases created", { workloads: created });
+    }
   } catch (error) {
     for (const port of ports.values()) port.release();
     await ingress.close(0);
@@ -139,7 +148,6 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
   };
   const processes = workloadNames.map((name) => {
     const dataDir = join(options.dataDir, name);
-    if (!databaseUrls) mkdirSync(dataDir, { recursive: true });
     const port = ports.get(name)!;
     return supervise(
       {
