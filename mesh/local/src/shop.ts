@@ -12,6 +12,7 @@ import { EndpointRegistry, type Instance, ingressGateway, principalOf } from "./
 import { type Sidecars, startSidecars } from "./sidecar/mesh.js";
 import { createOutbound } from "./sidecar/outbound.js";
 import { type AccessRecord, createTelemetry } from "./sidecar/telemetry.js";
+import { prepareEmbeddedDatabases } from "./embedded.js";
 import { type Supervised, type SupervisorEvents, supervise } from "./supervisor.js";
 import { readWorkloads } from "./workloads.js";
 
@@ -254,6 +255,15 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
           },
         )
       : undefined;
+    if (!databaseUrls) {
+      const created = await prepareEmbeddedDatabases(options.dataDir, workloadNames, (message) =>
+        options.events.event("mesh", message, {}),
+      ).catch((error: Error) => {
+        throw new StartError(error.message);
+      });
+      if (created.length)
+        options.events.event("mesh", "embedded databases created", { workloads: created });
+    }
   } catch (error) {
     await cleanUp();
     throw error;
@@ -271,7 +281,6 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
   const processes = instances.map((instance) => {
     const name = instance.app as WorkloadName;
     const dataDir = join(options.dataDir, name);
-    if (!databaseUrls) mkdirSync(dataDir, { recursive: true });
     const listener = listeners.get(instance.id)!;
     return supervise(
       {
