@@ -1,7 +1,14 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import {
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { currentContext } from "./context.js";
+import { transientCause } from "./errors.js";
 import { tracingClientInterceptor } from "./tracing.js";
 
 /** Copies the current request's trace headers onto an outgoing call. */
@@ -14,6 +21,48 @@ export function forwardContextInterceptor(): Interceptor {
       }
     }
     return next(req);
+  };
+}
+
+/**
+ * An error a peer call ended with: the peer's answer, or a failure to reach it. Handlers that
+ * let it pass are answered by observeInterceptor according to what the caller can do about it.
+ */
+export class PeerCallError extends ConnectError {
+  constructor(
+    /** The peer's RPC path, e.g. /shop.catalog.v1.CatalogService/GetProducts. */
+    readonly procedure: string,
+    error: ConnectError,
+  ) {
+    super(error.rawMessage, error.code, error.metadata, undefined, error.cause ?? error);
+    this.details = error.details;
+    this.name = "PeerCallError";
+  }
+}
+
+/**
+ * Marks every error of an outgoing call as a PeerCallError. A connection the peer reset or
+ * closed (EPIPE, ECONNRESET: a peer draining or restarting) becomes unavailable; connect-node
+ * reports those as internal or aborted, which would tell callers not to retry.
+ */
+export function peerErrorInterceptor(): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (error) {
+      let connectError = ConnectError.from(error);
+      const transient = transientCause(error);
+      if (transient && connectError.code !== Code.Unavailable) {
+        connectError = new ConnectError(
+          `${connectError.rawMessage} (${transient})`,
+          Code.Unavailable,
+          connectError.metadata,
+          undefined,
+          error,
+        );
+      }
+      throw new PeerCallError(`/${req.service.typeName}/${req.method.name}`, connectError);
+    }
   };
 }
 
@@ -34,7 +83,11 @@ export function createPeerClient<S extends DescService>(service: S, baseUrl: str
       acceptCompression: [],
       // Forward the request's headers, then (with tracing on) replace the trace headers with
       // those of a client span for this call.
-      interceptors: [forwardContextInterceptor(), tracingClientInterceptor()],
+      interceptors: [
+        peerErrorInterceptor(),
+        forwardContextInterceptor(),
+        tracingClientInterceptor(),
+      ],
     }),
   );
 }
