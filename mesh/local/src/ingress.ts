@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
-import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
+import { createDualProtocolServer, type DualProtocolServer, redactQuery } from "@thinmesh/platform";
 import type { IngressConfig } from "./istio.js";
 import { chooseRoute, workloadOf } from "./routing.js";
 
@@ -163,7 +163,8 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
       destination: undefined,
       route: choice?.route.name,
       method: req.method ?? "",
-      path,
+      // The access record is logged: tokens in the query string must not be.
+      path: redactQuery(path),
       protocol: `HTTP/${req.httpVersion}`,
       status: 0,
       flags: "-",

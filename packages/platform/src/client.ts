@@ -24,24 +24,21 @@ export function forwardContextInterceptor(): Interceptor {
   };
 }
 
+const peerProcedure = Symbol("thinmesh.peerProcedure");
+
 /**
- * An error a peer call ended with: the peer's answer, or a failure to reach it. Handlers that
- * let it pass are answered by observeInterceptor according to what the caller can do about it.
+ * The peer RPC (e.g. /shop.catalog.v1.CatalogService/GetProducts) an error came from: the
+ * peer's answer or a failure to reach it; undefined for any other error. Handlers that let
+ * such an error pass are answered by observeInterceptor by what the caller can do about it.
  */
-export class PeerCallError extends ConnectError {
-  constructor(
-    /** The peer's RPC path, e.g. /shop.catalog.v1.CatalogService/GetProducts. */
-    readonly procedure: string,
-    error: ConnectError,
-  ) {
-    super(error.rawMessage, error.code, error.metadata, undefined, error.cause ?? error);
-    this.details = error.details;
-    this.name = "PeerCallError";
-  }
+export function peerProcedureOf(error: unknown): string | undefined {
+  return error instanceof ConnectError
+    ? (error as { [peerProcedure]?: string })[peerProcedure]
+    : undefined;
 }
 
 /**
- * Marks every error of an outgoing call as a PeerCallError. A connection the peer reset or
+ * Marks every error of an outgoing call as the peer's (peerProcedureOf). A connection the peer reset or
  * closed (EPIPE, ECONNRESET: a peer draining or restarting) becomes unavailable; connect-node
  * reports those as internal or aborted, which would tell callers not to retry.
  */
@@ -61,7 +58,11 @@ export function peerErrorInterceptor(): Interceptor {
           error,
         );
       }
-      throw new PeerCallError(`/${req.service.typeName}/${req.method.name}`, connectError);
+      // A plain ConnectError (services check its code), marked as the peer's.
+      Object.defineProperty(connectError, peerProcedure, {
+        value: `/${req.service.typeName}/${req.method.name}`,
+      });
+      throw connectError;
     }
   };
 }

@@ -2,7 +2,7 @@ import { ValidationError } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { procedurePath } from "./access.js";
-import { PeerCallError } from "./client.js";
+import { peerProcedureOf } from "./client.js";
 import { contextFromHeaders, runWithContext } from "./context.js";
 import { DomainError, type ErrorKind, isUnstorableText, transientCause } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -70,11 +70,12 @@ const passedOnPeerCodes = new Set([
 /** The Connect error a caller may see for any error thrown while handling `method`. */
 export function toConnectError(error: unknown, logger: Logger, method: string): ConnectError {
   if (error instanceof DomainError) return new ConnectError(error.message, codeOf[error.kind]);
-  if (error instanceof PeerCallError) {
+  const peer = peerProcedureOf(error);
+  if (peer && error instanceof ConnectError) {
     if (passedOnPeerCodes.has(error.code)) {
-      logger.warn({ err: error, rpc: method, peer: error.procedure }, "peer call failed");
+      logger.warn({ err: error, rpc: method, peer }, "peer call failed");
       return new ConnectError(
-        `a service this call depends on failed (${error.procedure}: ${error.rawMessage}); try again shortly`,
+        `a service this call depends on failed (${peer}: ${error.rawMessage}); try again shortly`,
         error.code,
       );
     }

@@ -80,9 +80,15 @@ function withoutParameters(value: unknown, depth: number): unknown {
   for (const key of parameterKeys) {
     if (key in record) delete record[key];
   }
+  // Postgres quotes the offending value in data errors (class 22: "invalid input syntax for
+  // type integer: \"tok_...\"") and the key in constraint errors (class 23, in detail).
+  const quotesValues = typeof record.code === "string" && /^2[23][0-9A-Z]{3}$/.test(record.code);
+  if (quotesValues) delete record.detail;
   for (const key of ["message", "stack"]) {
     if (typeof record[key] === "string") {
-      record[key] = (record[key] as string).replace(parametersInMessage, "\nparams: [redacted]");
+      let text = (record[key] as string).replace(parametersInMessage, "\nparams: [redacted]");
+      if (quotesValues) text = text.replace(/"[^"\n]*"/g, '"[redacted]"');
+      record[key] = text;
     }
   }
   for (const [key, nested] of Object.entries(record)) {
