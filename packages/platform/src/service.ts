@@ -20,7 +20,7 @@ import {
   readinessInterceptor,
   validationInterceptor,
 } from "./interceptors.js";
-import { createLogger, flushLogs, flushLogsSync, type Logger } from "./logger.js";
+import { createLogger, flushLogs, type Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { createOnePortServer } from "./server.js";
 import type { TokenVerifier } from "./tokens.js";
@@ -338,11 +338,15 @@ export async function runMain<
   };
   // Not a way to keep running: the error is logged, the lines flushed, and the process ends
   // as Node would have ended it (exit code 1), for the supervisor to restart it.
+  // The wait for the log is short and bounded: a write already under way must finish, or
+  // the lines before the fatal one are lost.
   process.once("uncaughtException", (error) => {
-    logger?.fatal({ err: error }, "uncaught exception; exiting");
-    if (logger) flushLogsSync(logger);
-    else process.stderr.write(`${definition.name}: uncaught exception: ${error.stack}\n`);
-    process.exit(1);
+    if (!logger) {
+      process.stderr.write(`${definition.name}: uncaught exception: ${error.stack}\n`);
+      process.exit(1);
+    }
+    logger.fatal({ err: error }, "uncaught exception; exiting");
+    flushLogs(logger, 1_000).finally(() => process.exit(1));
   });
   let service: RunningService<TSchema>;
   try {
