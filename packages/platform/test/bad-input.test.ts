@@ -10,7 +10,7 @@ import {
   EventSinkService,
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RunningService, startService } from "../src/index.js";
+import { type RunningService, startService, toConnectError } from "../src/index.js";
 import {
   buildEventEnvelope,
   createTestDatabase,
@@ -43,10 +43,10 @@ const framed = (message: Uint8Array) => {
   return frame;
 };
 
-function deliverRequest(id: string) {
+function deliverRequest(subject: string) {
   const money = { currencyCode: "EUR", amountMinor: 1n };
   const envelope = buildEventEnvelope(MoneySchema, money, { source: "test", type: "test.ping" });
-  return create(DeliverRequestSchema, { events: [{ ...envelope, id }] });
+  return create(DeliverRequestSchema, { events: [{ ...envelope, subject }] });
 }
 
 async function storedDeliveries() {
@@ -111,10 +111,10 @@ describe("a string with a NUL byte", () => {
     const json = JSON.stringify({
       events: [
         {
-          id: "evt\u0000nul",
+          id: "0b7f3c57-5a8e-4a4e-9d43-2f1f4c0e8a11",
           source: "test",
           type: "test.ping",
-          subject: "s",
+          subject: "order\u0000 1",
           time: "2026-01-01T00:00:00Z",
           traceparent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01",
         },
@@ -128,7 +128,7 @@ describe("a string with a NUL byte", () => {
     expect(response.status).toBe(400);
     const body = (await response.json()) as { code: string; message: string };
     expect(body.code).toBe("invalid_argument");
-    expect(body.message).toMatch(/events\[0\]\.id: must not contain a NUL/);
+    expect(body.message).toMatch(/events\[0\]\.subject: must not contain a NUL/);
     expect((await storedDeliveries()).length).toBe(before);
   });
 
@@ -140,13 +140,27 @@ describe("a string with a NUL byte", () => {
     ["gRPC", () => createGrpcTransport({ baseUrl: service.url })],
   ])("is invalid_argument over %s", async (_name, transport) => {
     const client = createClient(EventSinkService, transport());
-    const request = deliverRequest("id-with-\u0000-inside");
+    const request = deliverRequest("subject-with-\u0000-inside");
     expect(toBinary(DeliverRequestSchema, request).length).toBeGreaterThan(0);
     const error = await client.deliver(request).then(
       () => undefined,
       (e: unknown) => ConnectError.from(e),
     );
     expect(error?.code).toBe(Code.InvalidArgument);
-    expect(error?.rawMessage).toMatch(/events\[0\]\.id/);
+    expect(error?.rawMessage).toMatch(/events\[0\]\.subject: must not contain a NUL/);
+  });
+
+  it("is invalid_argument where one reaches the database anyway (SQLSTATE 22021)", async () => {
+    const error = await service.database.db
+      .insert(deliveries)
+      .values({ eventId: "nul\u0000id", type: "t" })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toBeDefined();
+    const answer = toConnectError(error, service.logger, "/test/Insert");
+    expect(answer.code).toBe(Code.InvalidArgument);
+    expect(answer.rawMessage).toMatch(/NUL byte/);
   });
 });
