@@ -2,10 +2,12 @@ import { ValidationError } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { procedurePath } from "./access.js";
+import { peerProcedureOf } from "./client.js";
 import { contextFromHeaders, runWithContext } from "./context.js";
-import { DomainError, type ErrorKind } from "./errors.js";
+import { DomainError, type ErrorKind, isUnstorableText, transientCause } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
+import { fieldWithNul } from "./text-check.js";
 
 /** Puts the request's trace context in scope for logging and outgoing calls. */
 export function contextInterceptor(): Interceptor {
@@ -56,10 +58,44 @@ export function observeInterceptor(logger: Logger, metrics: Metrics): Intercepto
   };
 }
 
+// A peer's answers a caller can act on by waiting and retrying. Any other answer of a peer
+// (invalid_argument, not_found, permission_denied, ...) means this service called it wrongly:
+// our bug, answered as internal and logged.
+const passedOnPeerCodes = new Set([
+  Code.Unavailable,
+  Code.DeadlineExceeded,
+  Code.ResourceExhausted,
+]);
+
 /** The Connect error a caller may see for any error thrown while handling `method`. */
 export function toConnectError(error: unknown, logger: Logger, method: string): ConnectError {
   if (error instanceof DomainError) return new ConnectError(error.message, codeOf[error.kind]);
-  if (error instanceof ConnectError) return error;
+  const peer = peerProcedureOf(error);
+  if (peer && error instanceof ConnectError) {
+    if (passedOnPeerCodes.has(error.code)) {
+      logger.warn({ err: error, rpc: method, peer }, "peer call failed");
+      return new ConnectError(
+        `a service this call depends on failed (${peer}: ${error.rawMessage}); try again shortly`,
+        error.code,
+      );
+    }
+  } else if (error instanceof ConnectError && !transientCause(error)) {
+    return error;
+  }
+  const transient = transientCause(error);
+  if (transient) {
+    logger.warn({ err: error, rpc: method }, "transient failure; answered unavailable");
+    return new ConnectError(
+      `temporarily unavailable (${transient}); try again shortly`,
+      Code.Unavailable,
+    );
+  }
+  if (isUnstorableText(error)) {
+    return new ConnectError(
+      "a text field holds a character that cannot be stored (a NUL byte, U+0000, or invalid UTF-8); remove it",
+      Code.InvalidArgument,
+    );
+  }
   logger.error({ err: error, rpc: method }, "unexpected error in handler");
   return new ConnectError(
     "internal error; the service logged the cause with this request's id",
@@ -94,6 +130,13 @@ export function validationInterceptor(): Interceptor {
   return (next) => {
     const validated = validate(next);
     return async (req) => {
+      const withNul = req.stream ? undefined : fieldWithNul(req.method.input, req.message);
+      if (withNul) {
+        throw new ConnectError(
+          `invalid request: ${withNul}: must not contain a NUL character (U+0000)`,
+          Code.InvalidArgument,
+        );
+      }
       try {
         return await validated(req);
       } catch (error) {

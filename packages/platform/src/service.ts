@@ -20,7 +20,7 @@ import {
   readinessInterceptor,
   validationInterceptor,
 } from "./interceptors.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, flushLogs, type Logger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { createOnePortServer } from "./server.js";
 import type { TokenVerifier } from "./tokens.js";
@@ -327,28 +327,48 @@ export async function runMain<
   TSchemaShape extends z.ZodObject,
   TSchema extends Record<string, unknown>,
 >(definition: ServiceDefinition<TSchemaShape, TSchema>): Promise<void> {
-  const exitOnConfigError = (error: unknown) => {
+  let logger: Logger | undefined;
+  // Every way out writes the buffered log lines first; the last ones say why it ends.
+  const exit = async (code: number) => {
+    if (logger) await flushLogs(logger);
+    process.exit(code);
+  };
+  const exitOnConfigError = async (error: unknown) => {
     if (!(error instanceof ConfigError)) throw error;
+    if (logger) await flushLogs(logger);
     process.stderr.write(`${definition.name}: ${error.message}\n`);
     process.exit(78); // EX_CONFIG
   };
+  // Not a way to keep running: the error is logged, the lines flushed, and the process ends
+  // as Node would have ended it (exit code 1), for the supervisor to restart it.
+  // The wait for the log is short and bounded: a write already under way must finish, or
+  // the lines before the fatal one are lost.
+  process.once("uncaughtException", (error) => {
+    if (!logger) {
+      process.stderr.write(`${definition.name}: uncaught exception: ${error.stack}\n`);
+      process.exit(1);
+    }
+    logger.fatal({ err: error }, "uncaught exception; exiting");
+    flushLogs(logger, 1_000).finally(() => process.exit(1));
+  });
   let service: RunningService<TSchema>;
   try {
     service = await startService(definition);
   } catch (error) {
     return exitOnConfigError(error);
   }
+  logger = service.logger;
   service.ready.catch(async (error) => {
     await service.stop().catch(() => {});
-    exitOnConfigError(error);
+    await exitOnConfigError(error);
   });
   const shutdown = (signal: string) => {
     service.logger.info({ signal }, "signal received");
     service.stop().then(
-      () => process.exit(0),
+      () => exit(0),
       (error) => {
         service.logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
+        return exit(1);
       },
     );
   };

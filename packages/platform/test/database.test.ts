@@ -1,6 +1,4 @@
 import { existsSync } from "node:fs";
-import type { AddressInfo } from "node:net";
-import { connect, createServer, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
@@ -12,7 +10,12 @@ import {
   sendWithCommit,
   startService,
 } from "../src/index.js";
-import { createTestDatabase, testEnv, testPostgresUrl } from "../src/testing/index.js";
+import {
+  createTestDatabase,
+  switchablePostgresProxy,
+  testEnv,
+  testPostgresUrl,
+} from "../src/testing/index.js";
 import { deliveries, sinkService } from "./fixtures/sink-service.js";
 
 const migrationsFolder = fileURLToPath(new URL("./fixtures/migrations", import.meta.url));
@@ -199,38 +202,12 @@ describe("database", () => {
   );
 });
 
-/** A TCP proxy to the real Postgres that can be switched on later, to play "database down". */
-async function switchableProxy(target: URL) {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve())); // down: nothing listens
-  const sockets = new Set<Socket>();
-  const up = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  return {
-    port,
-    start: () => new Promise<void>((resolve) => up.listen(port, "127.0.0.1", resolve)),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        if (up.listening) up.close(() => resolve());
-        else resolve();
-      }),
-  };
-}
-
 describe.skipIf(!realPostgres)("startup while the database is down", () => {
   it("reports not ready, refuses RPCs with unavailable, and becomes ready when it comes up", async () => {
     const testDb = await createTestDatabase("platform_down");
     cleanups.push(testDb.drop);
     const url = new URL(testDb.url!);
-    const proxy = await switchableProxy(url);
+    const proxy = await switchablePostgresProxy(url);
     cleanups.push(proxy.stop);
     const proxied = new URL(url);
     proxied.port = String(proxy.port);

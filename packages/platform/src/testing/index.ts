@@ -9,6 +9,7 @@ import { createTestIssuer, type TestIssuer } from "./issuer.js";
 export * from "./events.js";
 export * from "./issuer.js";
 export * from "./peers.js";
+export * from "./postgres-proxy.js";
 
 /**
  * Where tests get their databases. With DATABASE_URL set, or a Postgres answering on
