@@ -66,7 +66,10 @@ export function createCharger(options: ChargerOptions): Charger {
   const pump = () => {
     while (running && inFlight.size < concurrency && queue.length > 0) {
       const charge = queue.shift()!;
-      const run: Promise<void> = attempt(charge).finally(() => {
+      // In the trace of the request that asked for it, however it got here.
+      const run: Promise<void> = runWithContext(contextOfTrace(charge.trace), () =>
+        attempt(charge),
+      ).finally(() => {
         inFlight.delete(run);
         leases?.release(charge.id);
         pump();
@@ -124,14 +127,9 @@ export function createCharger(options: ChargerOptions): Charger {
     claiming = store
       .claimDue(free, leaseMs)
       .then((claimed) => {
-        for (const charge of claimed) {
-          leases?.hold(charge.id);
-          // Each in the trace of the request that asked for it, as when handed over.
-          runWithContext(contextOfTrace(charge.trace), () => {
-            queue.push(charge);
-            pump();
-          });
-        }
+        for (const charge of claimed) leases?.hold(charge.id);
+        queue.push(...claimed);
+        pump();
       })
       .catch((error: unknown) => {
         logger.warn({ err: error }, "cannot look for due charges; will try again");

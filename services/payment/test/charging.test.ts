@@ -56,7 +56,12 @@ afterAll(async () => {
 
 /** Delivers a PaymentRequested; resolves to the event delivered and the sink's answer. */
 async function deliver(requested: ReturnType<typeof paymentRequested>) {
-  const event = paymentRequestedEvent(requested);
+  // In a trace of its own, as the order service's step that published it.
+  const traceId = randomUUID().replace(/-/g, "");
+  const event = {
+    ...paymentRequestedEvent(requested),
+    traceparent: `00-${traceId}-${traceId.slice(0, 16)}-01`,
+  };
   const response = await payment.sink.deliverOne(event);
   return { event, response };
 }
@@ -99,6 +104,8 @@ describe("a PaymentRequested", () => {
       },
     });
     expect(published?.envelope.source).toBe("payment");
+    // In the trace of the request, though charged after its transaction.
+    expect(published?.envelope.traceparent.split("-")[1]).toBe(event.traceparent.split("-")[1]);
     expect(await inInbox(payment.service, event.id)).toBe(true);
     expect(chargesFor(requested.orderId)).toEqual([
       expect.objectContaining({ idempotencyKey: requested.orderId }),
