@@ -284,6 +284,43 @@ describe("consumers", () => {
     });
   });
 
+  it("get what failed while they were away as soon as they answer again, not after grown backoffs", async () => {
+    const port = await freePort();
+    // Backoffs as they grow while a subscriber stays away: the next attempt 30 to 60 s off.
+    const { bus, relay } = producerBus(
+      { consumer: `http://127.0.0.1:${port}` },
+      { baseBackoffMs: 60_000, maxBackoffMs: 60_000 },
+    );
+    relay.start();
+    const missed = await placeOrder(bus, crypto.randomUUID());
+    await eventually(async () => {
+      // Both subscribers' calls failed (connection refused) and were recorded.
+      const failed = rowsOf(
+        await producer.db.execute(
+          sql`select 1 from outbox_deliveries where event_id = ${missed} and status = 'pending' and last_error is not null`,
+        ),
+      );
+      expect(failed).toHaveLength(2);
+    });
+    const db = await createTestDatabase("platform_back");
+    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+    cleanups.push(async () => {
+      await back.stop();
+      await db.drop();
+    });
+    await back.ready;
+    // A new event gets through, and shows the consumer is back.
+    await placeOrder(bus, crypto.randomUUID());
+    const backAt = Date.now();
+    await eventually(async () => {
+      expect((await deliveryStates(missed)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    }, 20_000);
+    expect(Date.now() - backAt).toBeLessThan(5_000);
+  });
+
   it("dedupe a redelivery after the relay died between delivering and marking delivered", async () => {
     const { bus, relay } = producerBus({ consumer: consumer.url }, { leaseMs: 200 });
     const orderId = crypto.randomUUID();

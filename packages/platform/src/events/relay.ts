@@ -71,10 +71,14 @@ interface Outcome {
   row: Claimed;
   /** Unset when the subscriber accepted the event (applied now or before). */
   error?: ConnectError;
+  /** The call failed as a whole (no answer, or the mesh's), not the event at the subscriber. */
+  callFailed?: boolean;
 }
 
 // The consumer will never accept these, however often it is asked.
 const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
+// A call that failed with these found the subscriber away (down, restarting, unreachable).
+const awayCodes = new Set([Code.Unavailable, Code.DeadlineExceeded]);
 
 /**
  * Delivers committed outbox events to their subscribers, at least once. Each subscriber has
@@ -209,9 +213,21 @@ export function createRelay(options: RelayOptions): Relay {
         if (rows.length > 1 && permanentCodes.has(error.code)) {
           return (await Promise.all(rows.map((row) => deliver(subscriber, [row])))).flat();
         }
-        return rows.map((row) => ({ row, error }));
+        return rows.map((row) => ({ row, error, callFailed: true }));
       }
     });
+  }
+
+  /**
+   * Makes a subscriber's backed-off deliveries due now: it answered again after calls found it
+   * away, so what failed while it was away need not wait out backoffs that grew meanwhile
+   * (up to maxBackoffMs) - a restarted service gets its backlog within a poll or so.
+   */
+  async function dueNow(subscriber: string) {
+    await db.execute(sql`
+      update outbox_deliveries set next_attempt_at = now()
+       where subscriber = ${subscriber} and status = 'pending' and next_attempt_at > now()
+         and lease_until is null`);
   }
 
   function countOutcomes(subscriber: string, outcomes: Outcome[]) {
@@ -265,6 +281,8 @@ export function createRelay(options: RelayOptions): Relay {
     const inFlight = new Set<Promise<void>>();
     let finished: Outcome[] = [];
     const held = leases.get(subscriber)!;
+    /** Calls found the subscriber away since it last answered. */
+    let away = false;
     const release = (ids: Iterable<string>) => {
       for (const id of ids) held.release(id);
     };
@@ -274,6 +292,16 @@ export function createRelay(options: RelayOptions): Relay {
       finished = [];
       countOutcomes(subscriber, outcomes);
       const failed = outcomes.filter((o) => o.error).map((o) => o.row.event_id);
+      if (outcomes.some((o) => o.callFailed && awayCodes.has(o.error!.code))) away = true;
+      else if (away && outcomes.some((o) => !o.error)) {
+        away = false;
+        try {
+          await dueNow(subscriber);
+          due.set(subscriber, true);
+        } catch (error) {
+          logger.warn({ err: error, subscriber }, "cannot retry a subscriber's backlog at once");
+        }
+      }
       if (failed.length > 0) {
         try {
           await recordFailures(subscriber, outcomes);
