@@ -1,3 +1,6 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Writable } from "node:stream";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import {
@@ -6,10 +9,10 @@ import {
   EventSchema,
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { OrderPlacedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import { eq, type SQL, sql } from "drizzle-orm";
+import { eq, inArray, type SQL, sql } from "drizzle-orm";
 import { PgDialect } from "drizzle-orm/pg-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "../../../test/system/processes.js";
+import { freePort, spawnNode } from "../../../test/system/processes.js";
 import {
   contextFromHeaders,
   createEventBus,
@@ -20,6 +23,7 @@ import {
   currentContext,
   type Database,
   type EventBus,
+  inbox,
   isUniqueViolation,
   listDeadDeliveries,
   type Metrics,
@@ -29,6 +33,7 @@ import {
   pruneEvents,
   type RunningService,
   redriveDeadDeliveries,
+  refuse,
   rowsOf,
   runWithContext,
   startService,
@@ -279,6 +284,43 @@ describe("consumers", () => {
     });
   });
 
+  it("get what failed while they were away as soon as they answer again, not after grown backoffs", async () => {
+    const port = await freePort();
+    // Backoffs as they grow while a subscriber stays away: the next attempt 30 to 60 s off.
+    const { bus, relay } = producerBus(
+      { consumer: `http://127.0.0.1:${port}` },
+      { baseBackoffMs: 60_000, maxBackoffMs: 60_000 },
+    );
+    relay.start();
+    const missed = await placeOrder(bus, crypto.randomUUID());
+    await eventually(async () => {
+      // Both subscribers' calls failed (connection refused) and were recorded.
+      const failed = rowsOf(
+        await producer.db.execute(
+          sql`select 1 from outbox_deliveries where event_id = ${missed} and status = 'pending' and last_error is not null`,
+        ),
+      );
+      expect(failed).toHaveLength(2);
+    });
+    const db = await createTestDatabase("platform_back");
+    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+    cleanups.push(async () => {
+      await back.stop();
+      await db.drop();
+    });
+    await back.ready;
+    // A new event gets through, and shows the consumer is back.
+    await placeOrder(bus, crypto.randomUUID());
+    const backAt = Date.now();
+    await eventually(async () => {
+      expect((await deliveryStates(missed)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    }, 20_000);
+    expect(Date.now() - backAt).toBeLessThan(5_000);
+  });
+
   it("dedupe a redelivery after the relay died between delivering and marking delivered", async () => {
     const { bus, relay } = producerBus({ consumer: consumer.url }, { leaseMs: 200 });
     const orderId = crypto.randomUUID();
@@ -345,6 +387,7 @@ describe("a delivery of several events", () => {
   function inProcessSink(
     handle: Parameters<typeof on<typeof OrderPlacedSchema>>[1],
     metrics?: Metrics,
+    sinkLogger = logger,
   ) {
     const bus = createEventBus({
       source: "consumer",
@@ -352,7 +395,10 @@ describe("a delivery of several events", () => {
       subscriptions: new Map(),
       produces: [],
     });
-    const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], { logger, metrics });
+    const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], {
+      logger: sinkLogger,
+      metrics,
+    });
     return async (events: Event[]) =>
       sink.deliver(create(DeliverRequestSchema, { events }), {} as never);
   }
@@ -461,6 +507,98 @@ describe("a delivery of several events", () => {
       ]),
     );
     expect(counts).toHaveLength(4);
+  });
+
+  it("records an event its handler refuses as refused, changes nothing for it, and logs and counts it", async () => {
+    const metrics = createMetrics("consumer");
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()));
+        done();
+      },
+    });
+    const deliver = inProcessSink(
+      async (placed, { tx, event }) => {
+        if (placed.orderId.startsWith("forged")) {
+          return refuse("the order says otherwise", { orderId: placed.orderId });
+        }
+        await tx
+          .insert(effects)
+          .values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
+      },
+      metrics,
+      createLogger({ service: "consumer", version: "test", level: "info", destination }),
+    );
+    const good = placedAbout("g", `good-${crypto.randomUUID()}`);
+    const forged = placedAbout("f", `forged-${crypto.randomUUID()}`);
+    const { results } = await deliver([good, forged]);
+    expect(results?.map((r) => [r.eventId, r.duplicate, r.error])).toEqual([
+      [good.id, false, undefined],
+      [forged.id, false, undefined],
+    ]);
+    const recorded = await producer.db
+      .select({ eventId: inbox.eventId, outcome: inbox.outcome, refusal: inbox.refusal })
+      .from(inbox)
+      .where(inArray(inbox.eventId, [good.id, forged.id]));
+    expect(recorded).toEqual(
+      expect.arrayContaining([
+        { eventId: good.id, outcome: "applied", refusal: null },
+        { eventId: forged.id, outcome: "refused", refusal: "the order says otherwise" },
+      ]),
+    );
+    const applied = await producer.db
+      .select({ eventId: effects.eventId })
+      .from(effects)
+      .where(inArray(effects.eventId, [good.id, forged.id]));
+    expect(applied).toEqual([{ eventId: good.id }]);
+    // A redelivery is a duplicate like any other.
+    expect((await deliver([forged])).results).toMatchObject([{ duplicate: true }]);
+    const counts = (await metrics.inboxEvents.get()).values.map(({ labels, value }) => [
+      labels.outcome,
+      value,
+    ]);
+    expect(counts).toEqual(
+      expect.arrayContaining([
+        ["applied", 1],
+        ["refused", 1],
+        ["duplicate", 1],
+      ]),
+    );
+    await eventually(() =>
+      expect(lines.filter((line) => line.level === "warn")).toEqual([
+        expect.objectContaining({
+          eventId: forged.id,
+          eventType: OrderPlacedSchema.typeName,
+          subject: "f",
+          orderId: expect.stringMatching(/^forged-/),
+          reason: "the order says otherwise",
+          msg: expect.stringContaining("refused"),
+        }),
+      ]),
+    );
+  });
+
+  it("runs a handler's after-commit work once its transaction committed, and never for one rolled back", async () => {
+    const ran: { orderId: string; inboxed: Promise<boolean> }[] = [];
+    const deliver = inProcessSink(async (placed, { tx, event, afterCommit }) => {
+      afterCommit(() => {
+        // Another connection sees the commit: it has happened.
+        const inboxed = producer.db
+          .select()
+          .from(inbox)
+          .where(eq(inbox.eventId, event.id))
+          .then((rows) => rows.length === 1);
+        ran.push({ orderId: placed.orderId, inboxed });
+      });
+      await tx.insert(effects).values({ eventId: event.id, orderId: placed.orderId, quantity: 1 });
+      if (placed.orderId === "fails") throw unavailable("not now");
+    });
+    // The batch fails as a whole, then each event goes alone: the good one's work runs once.
+    const { results } = await deliver([placedAbout("a", "works"), placedAbout("b", "fails")]);
+    expect(results?.map((r) => r.error?.code)).toEqual([undefined, "unavailable"]);
+    expect(ran.map((r) => r.orderId)).toEqual(["works"]);
+    expect(await ran[0]!.inboxed).toBe(true);
   });
 
   it("is refused as a whole when one event is malformed", async () => {
@@ -639,6 +777,78 @@ describe("relay", () => {
         "delivered",
       ]);
     });
+  });
+
+  it("delivers what a killed relay had taken within a few seconds of its death, once", async (context) => {
+    // A process of its own, to SIGKILL: only with a Postgres both processes can open.
+    if (!producerDb.url) return context.skip();
+    // The dying process's subscriber: takes the calls and never answers, so they stay in flight.
+    let calls = 0;
+    const hanging = createServer(() => {
+      calls++;
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      hanging.closeAllConnections();
+      await new Promise((resolve) => hanging.close(resolve));
+    });
+    const { port } = hanging.address() as AddressInfo;
+    const dying = spawnNode(
+      ["--import", "tsx", "packages/platform/test/fixtures/relay-process.ts"],
+      {
+        DATABASE_URL: producerDb.url,
+        SUBSCRIBER_URL: `http://127.0.0.1:${port}`,
+        EVENTS: "3",
+      },
+    );
+    cleanups.push(async () => {
+      dying.child.kill("SIGKILL");
+      await dying.exited;
+    });
+    const ids = (await dying.waitFor(/^published /, 60_000)).slice("published ".length).split(",");
+    // Both lanes have a call in flight, and have renewed their leases for a while.
+    await eventually(() => expect(calls).toBe(2));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    dying.child.kill("SIGKILL");
+    await dying.exited;
+    const killedAt = Date.now();
+
+    const sink = await startRecordingEventSink();
+    cleanups.push(() => sink.close());
+    const restarted = producerBus({ consumer: sink.url, slowpoke: sink.url });
+    restarted.relay.start();
+    await eventually(async () => {
+      const states = await producer.db
+        .select({ status: outboxDeliveries.status })
+        .from(outboxDeliveries)
+        .where(inArray(outboxDeliveries.eventId, ids));
+      expect(states.map((state) => state.status)).toEqual(Array(6).fill("delivered"));
+    }, 20_000);
+    // The dead relay's leases ran out within one (default) lease, not the old 30 s.
+    expect(Date.now() - killedAt).toBeLessThan(5_000);
+    // Each event once per subscriber: the restarted relay did nothing twice.
+    expect(sink.batches.reduce((a, b) => a + b, 0)).toBe(6);
+    expect(new Set(sink.received.map((e) => e.id))).toEqual(new Set(ids));
+  }, 90_000);
+
+  it("keeps its leases while it lives, however long a call takes: no other relay delivers the same events", async () => {
+    // Each call outlasts the lease several times over.
+    const sink = await startRecordingEventSink(undefined, { delayMs: 4_000 });
+    cleanups.push(() => sink.close());
+    const urls = { consumer: sink.url, slowpoke: sink.url };
+    const first = producerBus(urls, { leaseMs: 1_500 });
+    const second = producerBus(urls, { leaseMs: 1_500 });
+    first.relay.start();
+    second.relay.start();
+    // The first relay takes its commit's deliveries; the second polls every 50 ms.
+    const eventId = await placeOrder(first.bus, crypto.randomUUID());
+    await eventually(async () => {
+      expect((await deliveryStates(eventId)).map((s) => s.status)).toEqual([
+        "delivered",
+        "delivered",
+      ]);
+    }, 15_000);
+    expect(sink.batches.reduce((a, b) => a + b, 0)).toBe(2);
   });
 
   it("parks only the malformed event of a call refused as a whole", async () => {

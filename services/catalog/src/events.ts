@@ -6,7 +6,7 @@ import {
   StockRejectedSchema,
   StockReservedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import { type EventContext, type EventHandler, type Logger, on } from "@thinmesh/platform";
+import { type EventContext, type EventHandler, type Logger, on, refuse } from "@thinmesh/platform";
 import {
   commitReservation,
   releaseReservation,
@@ -22,7 +22,8 @@ export const catalogProduces = [StockReservedSchema, StockRejectedSchema];
  * The catalog's part of the order saga: each handler translates the event for the domain and
  * its outcome into the follow-up event, all in the transaction that records the event in the
  * inbox. Events that change nothing (duplicates, out of order, unknown orders) are logged and
- * accepted, so the relay does not retry them.
+ * accepted, so the relay does not retry them; one that contradicts the contract or the order's
+ * reservation is refused (recorded and logged as such by the sink).
  */
 export function catalogEventHandlers(logger: Logger): EventHandler[] {
   const logOf = (orderId: string, { event }: EventContext) =>
@@ -64,6 +65,8 @@ export function catalogEventHandlers(logger: Logger): EventHandler[] {
             "OrderPlaced for an order that already has a reservation; nothing changed",
           );
           return;
+        case "refused":
+          return refuse(outcome.reason, { orderId: placed.orderId });
       }
     }),
     on(OrderConfirmedSchema, async (confirmed, context) => {

@@ -192,10 +192,6 @@ export function createReservationStore(tx: AnyExecutor): ReservationStore {
         update ${reservations} set status = ${status}, updated_at = now()
          where order_id = ${orderId}`);
     },
-
-    async deleteReservation(orderId) {
-      await tx.execute(sql`delete from ${reservations} where order_id = ${orderId}`);
-    },
   };
 }
 

@@ -12,7 +12,7 @@ import {
   StockRejectedSchema,
   StockReservedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
-import type { AppDatabase } from "@thinmesh/platform";
+import { type AppDatabase, rowsOf } from "@thinmesh/platform";
 import {
   buildEventEnvelope,
   eventSinkClient,
@@ -81,6 +81,13 @@ async function published(orderId: string) {
   return events.map(({ type, source, subject, data }) => ({ type, source, subject, data }));
 }
 
+async function inboxOf(eventId: string) {
+  const [row] = rowsOf<{ outcome: string; refusal: string | null }>(
+    await db.execute(sql`select outcome, refusal from inbox where event_id = ${eventId}`),
+  );
+  return row;
+}
+
 const reservationOf = async (orderId: string) => (await listReservations(db, [orderId]))[0];
 
 async function totalsOf(productId: string) {
@@ -139,7 +146,8 @@ describe("OrderPlaced", () => {
     );
 
     expect(await stockOf(tote.id, mug.id)).toEqual([5, 1]);
-    expect(await reservationOf(orderId)).toBeUndefined();
+    // Released and empty: the order id can reserve nothing later.
+    expect(await reservationOf(orderId)).toMatchObject({ status: "released", lines: [] });
     const [event, ...more] = await published(orderId);
     expect(more).toEqual([]);
     expect(event?.type).toBe(StockRejectedSchema.typeName);
@@ -167,7 +175,7 @@ describe("OrderPlaced", () => {
     );
 
     expect(await stockOf(tote.id)).toEqual([5]);
-    expect(await reservationOf(orderId)).toBeUndefined();
+    expect(await reservationOf(orderId)).toMatchObject({ status: "released", lines: [] });
     const events = await published(orderId);
     expect(events.map((e) => e.type)).toEqual([StockRejectedSchema.typeName]);
     expect(events[0]?.data).toMatchObject({
@@ -202,6 +210,53 @@ describe("OrderPlaced", () => {
     expect(await stockOf(tote.id)).toEqual([3]);
     expect((await reservationOf(orderId))?.lines).toEqual([{ productId: tote.id, quantity: 2 }]);
     expect((await published(orderId)).map((e) => e.type)).toEqual([StockReservedSchema.typeName]);
+  });
+
+  it("refuses a second OrderPlaced with other lines, recording why in the inbox", async () => {
+    const tote = await product(5);
+    const orderId = randomUUID();
+    await deliver(placed(orderId, [{ productId: tote.id, quantity: 2 }]));
+    const same = placed(orderId, [{ productId: tote.id, quantity: 2 }]);
+    const other = placed(orderId, [{ productId: tote.id, quantity: 3 }]);
+    expect(await deliver(same)).toBe(false);
+    expect(await deliver(other)).toBe(false);
+    expect(await inboxOf(same.id)).toEqual({ outcome: "applied", refusal: null });
+    expect(await inboxOf(other.id)).toEqual({
+      outcome: "refused",
+      refusal: expect.stringMatching(/already has a reservation \(reserved\) of other lines/),
+    });
+    expect(await stockOf(tote.id)).toEqual([3]);
+    expect((await published(orderId)).map((e) => e.type)).toEqual([StockReservedSchema.typeName]);
+  });
+
+  it("reserves nothing for an OrderPlaced after the order's stock was rejected", async () => {
+    const tote = await product(2);
+    const orderId = randomUUID();
+    await deliver(placed(orderId, [{ productId: tote.id, quantity: 3 }]));
+    const forged = placed(orderId, [{ productId: tote.id, quantity: 2 }]);
+    expect(await deliver(forged)).toBe(false);
+    expect(await stockOf(tote.id)).toEqual([2]);
+    expect(await reservationOf(orderId)).toMatchObject({ status: "released", lines: [] });
+    expect((await published(orderId)).map((e) => e.type)).toEqual([StockRejectedSchema.typeName]);
+  });
+
+  it.each([
+    ["no lines", []],
+    ["a quantity of 0", [{ quantity: 0 }]],
+    ["a quantity above 100", [{ quantity: 101 }]],
+    ["more than 50 lines", Array.from({ length: 51 }, () => ({ quantity: 1 }))],
+  ])("refuses an OrderPlaced with %s (outside the contract), taking nothing and answering nothing", async (_what, lines) => {
+    const tote = await product(500);
+    const orderId = randomUUID();
+    const event = placed(
+      orderId,
+      lines.map((line) => ({ productId: tote.id, ...line })),
+    );
+    expect(await deliver(event)).toBe(false);
+    expect(await inboxOf(event.id)).toMatchObject({ outcome: "refused" });
+    expect(await stockOf(tote.id)).toEqual([500]);
+    expect(await reservationOf(orderId)).toBeUndefined();
+    expect(await published(orderId)).toEqual([]);
   });
 
   it("refuses an event without an order id, so the relay parks it instead of retrying", async () => {
@@ -333,7 +388,11 @@ describe("concurrent orders", () => {
     expect(outcomes.filter((t) => t === StockReservedSchema.typeName)).toHaveLength(5);
     expect(outcomes.filter((t) => t === StockRejectedSchema.typeName)).toHaveLength(5);
     const reservations = await listReservations(db, orders);
-    expect(reservations.map((r) => r.status)).toEqual(Array(5).fill("reserved"));
+    // The rejected ones are released and empty.
+    expect(reservations.filter((r) => r.status === "reserved")).toHaveLength(5);
+    expect(
+      reservations.filter((r) => r.status === "released" && r.lines.length === 0),
+    ).toHaveLength(5);
     expect(await totalsOf(tote.id)).toMatchObject({ stockAvailable: 0, reserved: 5 });
   });
 
@@ -351,7 +410,7 @@ describe("concurrent orders", () => {
       db,
       orders.map((o) => o.orderId),
     );
-    expect(reserved).toHaveLength(10);
+    expect(reserved.filter((r) => r.status === "reserved")).toHaveLength(10);
   });
 
   it("never take stock below zero, whatever mix of orders and cancellations runs", async () => {

@@ -10,6 +10,7 @@ import {
   type EventHandler,
   type Logger,
   on,
+  refuse,
 } from "@thinmesh/platform";
 import { applySagaEvent, type SagaEvent } from "./domain/saga.js";
 import { moneyOf } from "./messages.js";
@@ -21,6 +22,14 @@ import { createSagaStore } from "./store.js";
  */
 export function sagaHandlers(logger: Logger): EventHandler[] {
   const apply = async (event: SagaEvent, context: EventContext) => {
+    // The envelope's subject names the order too; an event that names two orders is believed
+    // for neither.
+    const { subject } = context.event;
+    if (subject && subject.toLowerCase() !== event.orderId.toLowerCase()) {
+      return refuse(`the event is about order ${subject} but its data names ${event.orderId}`, {
+        orderId: event.orderId,
+      });
+    }
     // The trace of the delivery: the relay carries the trace of the step that caused it.
     const traceId = currentContext()?.traceId ?? "";
     const outcome = await applySagaEvent(
@@ -28,22 +37,25 @@ export function sagaHandlers(logger: Logger): EventHandler[] {
       event,
       traceId,
     );
-    const fields = {
-      orderId: event.orderId,
-      eventId: context.event.id,
-      eventType: context.event.type,
-    };
-    if (outcome.applied) {
-      logger.info(
-        { ...fields, from: outcome.from, to: outcome.to, followUp: outcome.followUp?.kind },
-        "saga step applied",
-      );
-    } else {
-      // Not an error for the sender: retrying would not change the answer.
-      logger.warn({ ...fields, reason: outcome.reason }, "saga event ignored");
+    if (!outcome.applied) {
+      // Recorded and logged by the sink as refused; the sender is not asked to retry, as the
+      // answer would be the same.
+      return refuse(outcome.reason, { orderId: event.orderId });
     }
+    logger.info(
+      {
+        orderId: event.orderId,
+        eventId: context.event.id,
+        eventType: context.event.type,
+        from: outcome.from,
+        to: outcome.to,
+        followUp: outcome.followUp?.kind,
+      },
+      "saga step applied",
+    );
+    return undefined;
   };
-  // The envelope's subject is the order id too; the payload is authoritative.
+  // The payload names the order; an empty one falls back to the envelope's subject.
   const orderIdOf = (data: { orderId: string }, context: EventContext) =>
     data.orderId || context.event.subject;
 

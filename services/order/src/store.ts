@@ -123,16 +123,19 @@ export function createSagaStore(tx: AnyExecutor, publish: Publish): SagaStore {
       return row && headOf(row);
     },
 
-    async advance(orderId, transition, cancelReason) {
+    async advance(orderId, transition, cancelReason, total) {
       if (!isUuid(orderId)) return undefined;
       // Guarded by the expected status: of two events racing for one order, one moves it.
+      const totalMatches = total
+        ? sql`and currency = ${total.currencyCode} and total_minor = ${total.amountMinor.toString()}`
+        : sql``;
       const [row] = tableRows(
         orders,
         await executor.execute(sql`
           update ${orders}
              set status = ${transition.to}, updated_at = now(),
                  cancel_reason = coalesce(${cancelReason ?? null}, cancel_reason)
-           where id = ${orderId} and status = ${transition.from}
+           where id = ${orderId} and status = ${transition.from} ${totalMatches}
           returning *`),
       );
       return row && headOf(row);

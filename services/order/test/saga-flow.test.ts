@@ -12,7 +12,9 @@ import {
   StockReservedSchema,
 } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { type Order, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
+import { arrayLiteral, rowsOf } from "@thinmesh/platform";
 import { eventually, rpcError } from "@thinmesh/platform/testing";
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type FakeProduct,
@@ -203,14 +205,24 @@ describe("events that do not fit change nothing", () => {
 
   it("ignores an event out of order, and the saga goes on when the right one comes", async () => {
     const order = await place();
-    const early = sagaEvent(PaymentCapturedSchema, { orderId: order.id, paymentId: "pay-early" });
+    const early = sagaEvent(PaymentCapturedSchema, {
+      orderId: order.id,
+      paymentId: "pay-early",
+      amount: order.total,
+    });
     await deliver(early);
     expect(await current(order.id)).toMatchObject({ status: OrderStatus.PENDING });
     expect((await current(order.id)).timeline).toHaveLength(1);
     expect(await types(order.id)).toEqual(["OrderPlaced"]);
 
     await deliver(sagaEvent(StockReservedSchema, { orderId: order.id }));
-    await deliver(sagaEvent(PaymentCapturedSchema, { orderId: order.id, paymentId: "pay-1" }));
+    await deliver(
+      sagaEvent(PaymentCapturedSchema, {
+        orderId: order.id,
+        paymentId: "pay-1",
+        amount: order.total,
+      }),
+    );
     expect((await current(order.id)).status).toBe(OrderStatus.CONFIRMED);
   });
 
@@ -219,7 +231,9 @@ describe("events that do not fit change nothing", () => {
     await deliver(sagaEvent(StockRejectedSchema, { orderId: order.id, reason: "none left" }));
     const before = await current(order.id);
     await deliver(sagaEvent(StockReservedSchema, { orderId: order.id }));
-    await deliver(sagaEvent(PaymentDeclinedSchema, { orderId: order.id, reason: "late" }));
+    await deliver(
+      sagaEvent(PaymentDeclinedSchema, { orderId: order.id, paymentId: "p", reason: "late" }),
+    );
     expect(await current(order.id)).toEqual(before);
     expect(await types(order.id)).toEqual(["OrderPlaced"]);
   });
@@ -230,11 +244,77 @@ describe("events that do not fit change nothing", () => {
       expect(await deliver(sagaEvent(StockReservedSchema, { orderId }))).toMatchObject({
         duplicate: false,
       });
-      await deliver(sagaEvent(PaymentCapturedSchema, { orderId, paymentId: "p" }));
+      await deliver(
+        sagaEvent(PaymentCapturedSchema, {
+          orderId,
+          paymentId: "p",
+          amount: { currencyCode: "EUR", amountMinor: 2580n },
+        }),
+      );
     }
     const after = await rowCounts(t.service);
     expect({ ...after, inbox: 0 }).toEqual({ ...before, inbox: 0 });
     expect(after.inbox - before.inbox).toBe(4);
+  });
+
+  it("refuses a forged capture of another amount or currency: the order stays AWAITING_PAYMENT, the inbox says why", async () => {
+    const order = await place();
+    await deliver(sagaEvent(StockReservedSchema, { orderId: order.id }));
+    const before = await current(order.id);
+    expect(before.status).toBe(OrderStatus.AWAITING_PAYMENT);
+    const forgeries = [
+      sagaEvent(PaymentCapturedSchema, {
+        orderId: order.id,
+        paymentId: "pay-forged",
+        amount: { currencyCode: "EUR", amountMinor: 1n },
+      }),
+      sagaEvent(PaymentCapturedSchema, {
+        orderId: order.id,
+        paymentId: "pay-forged",
+        amount: { currencyCode: "USD", amountMinor: order.total!.amountMinor },
+      }),
+      sagaEvent(PaymentCapturedSchema, { orderId: order.id, paymentId: "pay-forged" }),
+      // About this order by its subject, about another by its data.
+      {
+        ...sagaEvent(PaymentCapturedSchema, {
+          orderId: randomUUID(),
+          paymentId: "p",
+          amount: order.total,
+        }),
+        subject: order.id,
+      },
+    ];
+    for (const forged of forgeries) {
+      expect(await deliver(forged)).toEqual({ duplicate: false });
+      // Redelivered, it is a duplicate.
+      expect(await deliver(forged)).toEqual({ duplicate: true });
+    }
+    expect(await current(order.id)).toEqual(before);
+    expect(await types(order.id)).toEqual(["OrderPlaced", "PaymentRequested"]);
+    const recorded = rowsOf<{ outcome: string; refusal: string }>(
+      await t.service.database.db.execute(
+        sql`select outcome, refusal from inbox where event_id = any(${arrayLiteral(forgeries.map((f) => f.id))}::uuid[])`,
+      ),
+    );
+    expect(recorded.map((r) => r.outcome)).toEqual(["refused", "refused", "refused", "refused"]);
+    expect(recorded.map((r) => r.refusal)).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/captured EUR 0.01, but the order total is EUR/),
+        expect.stringMatching(/captured USD .*, but the order total is EUR/),
+        expect.stringMatching(/must say how much was captured/),
+        expect.stringMatching(/is about order .* but its data names/),
+      ]),
+    );
+
+    // The genuine capture still confirms it.
+    await deliver(
+      sagaEvent(PaymentCapturedSchema, {
+        orderId: order.id,
+        paymentId: "pay-1",
+        amount: order.total,
+      }),
+    );
+    expect((await current(order.id)).status).toBe(OrderStatus.CONFIRMED);
   });
 
   it("lets exactly one of two racing events move an order", async () => {

@@ -2,6 +2,7 @@
 // allowed from exactly one status and refused from every other.
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { sameMoney } from "../src/domain/money.js";
 import { type OrderHead, type OrderStatus, orderStatuses } from "../src/domain/order.js";
 import {
   applySagaEvent,
@@ -69,8 +70,9 @@ function memoryStore(status: OrderStatus | undefined) {
     async head(id) {
       return order && id === order.id ? { ...order } : undefined;
     },
-    async advance(id, transition, cancelReason) {
+    async advance(id, transition, cancelReason, total) {
       if (!order || id !== order.id || order.status !== transition.from) return undefined;
+      if (total && !sameMoney(total, order.total)) return undefined;
       order.status = transition.to;
       if (cancelReason !== undefined) order.cancelReason = cancelReason;
       return { ...order };
@@ -150,21 +152,53 @@ describe("applySagaEvent", () => {
     ]);
   });
 
-  it("notes a captured amount that differs from the total", async () => {
+  it.each([
+    [
+      "a smaller amount",
+      { currencyCode: "EUR", amountMinor: 1n },
+      /captured EUR 0.01, but the order total is EUR 25.80/,
+    ],
+    [
+      "a larger amount",
+      { currencyCode: "EUR", amountMinor: 2581n },
+      /captured EUR 25.81, but the order total is EUR 25.80/,
+    ],
+    [
+      "another currency",
+      { currencyCode: "USD", amountMinor: 2580n },
+      /captured USD 25.80, but the order total is EUR 25.80/,
+    ],
+    ["no amount", undefined, /must say how much was captured/],
+  ])("refuses a capture of %s: the order stays AWAITING_PAYMENT", async (_what, amount, reason) => {
     const m = memoryStore("AWAITING_PAYMENT");
-    await applySagaEvent(
+    const outcome = await applySagaEvent(
       m.store,
-      {
-        kind: "payment_captured",
-        orderId: m.orderId,
-        paymentId: "pay-1",
-        amount: { currencyCode: "EUR", amountMinor: 100n },
-      },
+      { kind: "payment_captured", orderId: m.orderId, paymentId: "pay-1", amount },
       "t",
     );
-    expect(m.timeline).toEqual([
-      expect.objectContaining({ detail: expect.stringContaining("the order total is EUR 25.80") }),
-    ]);
+    expect(outcome).toEqual({ applied: false, reason: expect.stringMatching(reason) });
+    expect(m.order?.status).toBe("AWAITING_PAYMENT");
+    expect(m.timeline).toEqual([]);
+    expect(m.published).toEqual([]);
+  });
+
+  it("refuses a capture or decline that names no payment", async () => {
+    for (const event of [
+      { kind: "payment_captured", amount: { currencyCode: "EUR", amountMinor: 2580n } },
+      { kind: "payment_declined", reason: "card declined" },
+    ] as const) {
+      const m = memoryStore("AWAITING_PAYMENT");
+      const outcome = await applySagaEvent(
+        m.store,
+        { ...event, orderId: m.orderId, paymentId: "" } as SagaEvent,
+        "t",
+      );
+      expect(outcome).toEqual({
+        applied: false,
+        reason: expect.stringMatching(/must name the payment/),
+      });
+      expect(m.order?.status).toBe("AWAITING_PAYMENT");
+    }
   });
 
   it("cancels a declined payment and publishes OrderCancelled with the reason", async () => {
@@ -207,7 +241,7 @@ describe("applySagaEvent", () => {
       reason: "r",
       productIds: [],
       paymentId: "p",
-      amount: undefined,
+      amount: { currencyCode: "EUR", amountMinor: 2580n },
     } as SagaEvent;
     const outcome = await applySagaEvent(m.store, event, "t");
     expect(outcome.applied).toBe(false);

@@ -7,7 +7,7 @@ import {
   PaymentStatus,
 } from "@thinmesh/contracts/shop/payment/v1/payment_pb.js";
 import { bind, type ServiceBinding } from "@thinmesh/platform";
-import type { Payment, PaymentStore } from "./domain/payment.js";
+import type { PaymentStore, SettledPayment } from "./domain/payment.js";
 import { getPayment } from "./domain/payments.js";
 
 /**
@@ -28,7 +28,7 @@ const statusOf = {
   DECLINED: PaymentStatus.DECLINED,
 } as const;
 
-function paymentMessage(payment: Payment): MessageInitShape<typeof PaymentSchema> {
+function paymentMessage(payment: SettledPayment): MessageInitShape<typeof PaymentSchema> {
   return {
     id: payment.id,
     orderId: payment.orderId,

@@ -4,13 +4,14 @@ import {
   type ServiceDefinition,
   tokenVerifierOptions,
 } from "@thinmesh/platform";
+import { createCharger } from "./charger.js";
 import { type PaymentConfig, paymentConfigSchema } from "./config.js";
 import { schema } from "./db/schema.js";
 import type { PaymentProvider } from "./domain/provider.js";
 import { createSimulatedProvider } from "./domain/simulator.js";
 import { onPaymentRequested, producedEvents } from "./events.js";
 import { paymentRpc } from "./rpc.js";
-import { createPaymentStore } from "./store.js";
+import { createChargeStore, createPaymentStore } from "./store.js";
 
 export interface PaymentServiceOptions {
   /** The provider adapter to charge through; the deterministic simulator by default. */
@@ -33,12 +34,20 @@ export function definePaymentService(
     database: { schema, migrationsFolder: fileURLToPath(new URL("../drizzle", import.meta.url)) },
     create({ config, database, logger, eventBus }) {
       const provider = (options.provider ?? simulatorFor)(config);
+      const bus = eventBus(producedEvents);
+      const charger = createCharger({
+        provider,
+        store: createChargeStore(database.db, bus),
+        logger: logger.child({ component: "charger" }),
+        pollIntervalMs: config.PAYMENT_CHARGE_POLL_MS,
+        stopGraceMs: config.SHUTDOWN_GRACE_MS,
+      });
       return {
         rpc: [paymentRpc(createPaymentStore(database.db))],
-        events: {
-          bus: eventBus(producedEvents),
-          consumes: [onPaymentRequested(provider, logger)],
-        },
+        events: { bus, consumes: [onPaymentRequested(charger, logger)] },
+        // Charges left pending by a crash are taken over as soon as the database is usable.
+        onDatabaseReady: async () => charger.start(),
+        onClose: () => charger.stop(),
         // Serves the outbox's admin routes (dead events, re-drive), which need admin tokens.
         verifier: createTokenVerifier(tokenVerifierOptions(config)),
       };

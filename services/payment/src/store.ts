@@ -1,14 +1,22 @@
-import { type Executor, rowsOf, tableRows } from "@thinmesh/platform";
+import {
+  type AppDatabase,
+  arrayLiteral,
+  type EventBus,
+  type Executor,
+  rowsOf,
+  tableRows,
+} from "@thinmesh/platform";
 import { asc, eq, sql } from "drizzle-orm";
 import { ledgerEntries, payments, type schema } from "./db/schema.js";
-import type { NewPayment, Payment, PaymentStore } from "./domain/payment.js";
+import type { ChargeStore, Payment, PaymentStore, PendingCharge } from "./domain/payment.js";
+import { publishOutcome } from "./messages.js";
 
 type PaymentRow = typeof payments.$inferSelect;
 type LedgerRow = typeof ledgerEntries.$inferSelect;
 
 /**
- * The payment service's persistence on drizzle (Postgres or PGlite alike). Event handlers
- * pass their transaction, so the payment commits with the inbox record and the outbox event.
+ * The payment service's persistence on drizzle (Postgres or PGlite alike). The event handler
+ * passes its transaction, so the charge's intent commits with the inbox record.
  */
 export function createPaymentStore(db: Executor<typeof schema>): PaymentStore {
   return {
@@ -27,52 +35,112 @@ export function createPaymentStore(db: Executor<typeof schema>): PaymentStore {
       return paymentOf(row, ledger);
     },
 
-    async insertIfFirstForOrder(payment) {
+    async insertIntent(charge, leaseMs) {
       // ON CONFLICT DO NOTHING instead of catching the unique violation: a failed statement
       // would abort the whole transaction (inbox record included), while this waits for a
-      // racing insert of the same order to commit and then simply inserts nothing. The ledger
-      // entries ride in the same statement, written only if the payment was.
-      const row = paymentRowOf(payment);
-      const ledger = payment.ledger.map((entry, position) => ({
-        position,
-        kind: entry.kind,
-        account: entry.account,
-        direction: entry.direction,
-        amount_minor: entry.amount.amountMinor.toString(),
-        currency: entry.amount.currencyCode,
-      }));
+      // racing insert of the same order to commit and then simply inserts nothing.
       const result = await db.execute(sql`
-        with inserted as (
-               insert into ${payments} (id, order_id, user_id, status, amount_minor, currency,
-                                        provider_reference, decline_reason)
-               values (${row.id}, ${row.orderId}, ${row.userId}, ${row.status}, ${row.amountMinor},
-                       ${row.currency}, ${row.providerReference}, ${row.declineReason})
-               on conflict (order_id) do nothing
-               returning id),
-             entries as (
-               insert into ${ledgerEntries} (payment_id, position, kind, account, direction,
-                                             amount_minor, currency)
-               select inserted.id, l.position, l.kind, l.account, l.direction, l.amount_minor, l.currency
-                 from inserted,
-                      jsonb_to_recordset(${JSON.stringify(ledger)}::jsonb)
-                        as l(position int, kind text, account text, direction text,
-                             amount_minor bigint, currency text))
-        select count(*)::int as inserted from inserted`);
-      return rowsOf<{ inserted: number }>(result)[0]?.inserted === 1;
+        insert into ${payments} (id, order_id, user_id, status, amount_minor, currency,
+                                 payment_token, charge_attempts, lease_until, traceparent, tracestate)
+        values (${charge.id}, ${charge.orderId}, ${charge.userId}, 'PENDING',
+                ${charge.amount.amountMinor.toString()}, ${charge.amount.currencyCode},
+                ${charge.paymentToken}, ${charge.attempts},
+                now() + ${leaseMs} * interval '1 millisecond',
+                ${charge.trace.traceparent}, ${charge.trace.tracestate})
+        on conflict (order_id) do nothing
+        returning id`);
+      return rowsOf(result).length === 1;
     },
   };
 }
 
-function paymentRowOf(payment: NewPayment) {
+/**
+ * Charging's persistence: short statements and one short transaction per outcome, none open
+ * while the provider is called. The outcome's event commits with it, through the bus.
+ */
+export function createChargeStore(db: AppDatabase<typeof schema>, bus: EventBus): ChargeStore {
   return {
-    id: payment.id,
-    orderId: payment.orderId,
-    userId: payment.userId,
-    status: payment.status,
-    amountMinor: payment.amount.amountMinor,
-    currency: payment.amount.currencyCode,
-    providerReference: payment.providerReference ?? null,
-    declineReason: payment.declineReason ?? null,
+    async claimDue(limit, leaseMs) {
+      const result = await db.execute(sql`
+        update ${payments}
+           set lease_until = now() + ${leaseMs} * interval '1 millisecond',
+               charge_attempts = charge_attempts + 1
+         where id in (select id from ${payments}
+                       where status = 'PENDING' and next_charge_at <= now()
+                         and (lease_until is null or lease_until < now())
+                       order by next_charge_at
+                       limit ${limit}
+                         for update skip locked)
+        returning *`);
+      return tableRows(payments, result).map(pendingChargeOf);
+    },
+
+    async renewLeases(ids, leaseMs) {
+      await db.execute(sql`
+        update ${payments} set lease_until = now() + ${leaseMs} * interval '1 millisecond'
+         where id = any(${arrayLiteral(ids)}::uuid[]) and status = 'PENDING'`);
+    },
+
+    async releaseLeases(ids) {
+      await db.execute(sql`
+        update ${payments} set lease_until = null, charge_attempts = charge_attempts - 1
+         where id = any(${arrayLiteral(ids)}::uuid[]) and status = 'PENDING'`);
+    },
+
+    async retryLater(id, delayMs, error) {
+      await db.execute(sql`
+        update ${payments}
+           set lease_until = null, last_error = ${error},
+               next_charge_at = now() + ${delayMs} * interval '1 millisecond'
+         where id = ${id} and status = 'PENDING'`);
+    },
+
+    async settle(payment) {
+      return bus.transaction(async (tx, publish) => {
+        // The ledger entries ride in the same statement, written only if the charge was still
+        // pending; the token is forgotten once the charge is made.
+        const ledger = payment.ledger.map((entry, position) => ({
+          position,
+          kind: entry.kind,
+          account: entry.account,
+          direction: entry.direction,
+          amount_minor: entry.amount.amountMinor.toString(),
+          currency: entry.amount.currencyCode,
+        }));
+        const result = await tx.execute(sql`
+          with settled as (
+                 update ${payments}
+                    set status = ${payment.status}, provider_reference = ${payment.providerReference ?? null},
+                        decline_reason = ${payment.declineReason ?? null}, payment_token = null,
+                        lease_until = null, last_error = null, settled_at = now()
+                  where id = ${payment.id} and status = 'PENDING'
+                 returning id),
+               entries as (
+                 insert into ${ledgerEntries} (payment_id, position, kind, account, direction,
+                                               amount_minor, currency)
+                 select settled.id, l.position, l.kind, l.account, l.direction, l.amount_minor, l.currency
+                   from settled,
+                        jsonb_to_recordset(${JSON.stringify(ledger)}::jsonb)
+                          as l(position int, kind text, account text, direction text,
+                               amount_minor bigint, currency text))
+          select count(*)::int as settled from settled`);
+        const settled = rowsOf<{ settled: number }>(result)[0]?.settled === 1;
+        if (settled) await publishOutcome(publish, payment);
+        return settled;
+      });
+    },
+  };
+}
+
+function pendingChargeOf(row: PaymentRow): PendingCharge {
+  return {
+    id: row.id,
+    orderId: row.orderId,
+    userId: row.userId,
+    amount: { currencyCode: row.currency, amountMinor: row.amountMinor },
+    paymentToken: row.paymentToken ?? "",
+    attempts: row.chargeAttempts,
+    trace: { traceparent: row.traceparent, tracestate: row.tracestate },
   };
 }
 

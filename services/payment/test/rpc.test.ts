@@ -7,9 +7,11 @@ import { PaymentService, PaymentStatus } from "@thinmesh/contracts/shop/payment/
 import { rpcError } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testTokens } from "../src/domain/simulator.js";
+import { simulatorFor } from "../src/service.js";
 import {
   paymentRequested,
   paymentRequestedEvent,
+  settledFor,
   startTestPayment,
   type TestPayment,
 } from "./support.js";
@@ -17,7 +19,21 @@ import {
 let payment: TestPayment;
 
 beforeAll(async () => {
-  payment = await startTestPayment("payment_rpc");
+  payment = await startTestPayment(
+    "payment_rpc",
+    {},
+    {
+      provider: (config) => {
+        const simulator = simulatorFor(config);
+        return {
+          charge: (request) =>
+            request.paymentToken === "tok_test_hangs"
+              ? new Promise(() => {})
+              : simulator.charge(request),
+        };
+      },
+    },
+  );
 });
 afterAll(async () => {
   await payment?.stop();
@@ -27,6 +43,7 @@ afterAll(async () => {
 async function chargedOrder(overrides: Parameters<typeof paymentRequested>[0] = {}) {
   const requested = paymentRequested(overrides);
   await payment.sink.deliverOne(paymentRequestedEvent(requested));
+  await settledFor(payment.service, requested.orderId);
   return requested;
 }
 
@@ -59,6 +76,15 @@ describe("GetPayment", () => {
       providerReference: "",
       ledger: [],
     });
+  });
+
+  it("is failed_precondition while the order's charge is pending", async () => {
+    // The provider never answers this one: the payment stays PENDING.
+    const requested = paymentRequested({ paymentToken: "tok_test_hangs" });
+    await payment.sink.deliverOne(paymentRequestedEvent(requested));
+    const error = await rpcError(payment.client.getPayment({ orderId: requested.orderId }));
+    expect(error.code).toBe(Code.FailedPrecondition);
+    expect(error.rawMessage).toMatch(/still being charged/);
   });
 
   it("is not_found naming an order without a payment", async () => {

@@ -17,6 +17,7 @@ import {
   type DecodedEvent,
   decodeEvent,
   eventSinkClient,
+  eventually,
   type RecordingEventSink,
   readOutboxEvents,
   startRecordingEventSink,
@@ -24,6 +25,7 @@ import {
   type TestService,
 } from "@thinmesh/platform/testing";
 import { asc, eq } from "drizzle-orm";
+import { expect } from "vitest";
 import { ledgerEntries, payments, type schema } from "../src/db/schema.js";
 import { definePaymentService, type PaymentServiceOptions } from "../src/service.js";
 
@@ -46,6 +48,7 @@ export async function startTestPayment(
   const started = await startTestService(definePaymentService(options), label, {
     ORDER_URL: order.url,
     OUTBOX_POLL_MS: "50",
+    PAYMENT_CHARGE_POLL_MS: "50",
     ...extra,
   });
   return {
@@ -105,6 +108,27 @@ export async function recordedFor(service: TestPayment["service"], orderId: stri
     : [];
   const events = await readOutboxEvents(db, { subject: orderId }, produced);
   return { payments: paymentRows, ledger, events: events.map(withOutcome) };
+}
+
+/** What payment's database holds for an order once its charge is settled (not PENDING). */
+export async function settledFor(service: TestPayment["service"], orderId: string) {
+  return eventually(async () => {
+    const recorded = await recordedFor(service, orderId);
+    expect(recorded.payments.map((p) => p.status)).toEqual([
+      expect.stringMatching(/^(CAPTURED|DECLINED)$/),
+    ]);
+    expect(recorded.events).toHaveLength(1);
+    return recorded;
+  });
+}
+
+/** How payment's inbox recorded the event, if it did. */
+export async function inboxOutcome(service: TestPayment["service"], eventId: string) {
+  const [row] = await service.database.db
+    .select({ outcome: inbox.outcome, refusal: inbox.refusal })
+    .from(inbox)
+    .where(eq(inbox.eventId, eventId));
+  return row;
 }
 
 /** Whether payment's inbox recorded the event as handled. */

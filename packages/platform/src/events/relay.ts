@@ -13,6 +13,7 @@ import { type AppDatabase, arrayLiteral, rowsOf } from "../database.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { EventBus } from "./bus.js";
+import { keepLeases, type LeaseKeeper } from "./leases.js";
 
 export interface RelayOptions {
   // biome-ignore lint/suspicious/noExplicitAny: works on any service's database
@@ -33,8 +34,14 @@ export interface RelayOptions {
   maxAttempts?: number;
   baseBackoffMs?: number;
   maxBackoffMs?: number;
-  /** How long a claimed delivery belongs to this relay before another may take it over. */
+  /**
+   * How long a delivery this relay took belongs to it before another relay may take it over.
+   * The lease is renewed while this relay lives (every third of it), so it bounds how long
+   * a dead relay's deliveries wait, not how long a delivery may take.
+   */
   leaseMs?: number;
+  /** How long one call to a subscriber may take before it is given up and retried. */
+  callTimeoutMs?: number;
 }
 
 export interface Relay {
@@ -64,10 +71,14 @@ interface Outcome {
   row: Claimed;
   /** Unset when the subscriber accepted the event (applied now or before). */
   error?: ConnectError;
+  /** The call failed as a whole (no answer, or the mesh's), not the event at the subscriber. */
+  callFailed?: boolean;
 }
 
 // The consumer will never accept these, however often it is asked.
 const permanentCodes = new Set([Code.InvalidArgument, Code.Unimplemented]);
+// A call that failed with these found the subscriber away (down, restarting, unreachable).
+const awayCodes = new Set([Code.Unavailable, Code.DeadlineExceeded]);
 
 /**
  * Delivers committed outbox events to their subscribers, at least once. Each subscriber has
@@ -90,7 +101,8 @@ export function createRelay(options: RelayOptions): Relay {
   const maxAttempts = options.maxAttempts ?? 25;
   const baseBackoffMs = options.baseBackoffMs ?? 250;
   const maxBackoffMs = options.maxBackoffMs ?? 30_000;
-  const leaseMs = options.leaseMs ?? 30_000;
+  const leaseMs = options.leaseMs ?? 3_000;
+  const callTimeoutMs = options.callTimeoutMs ?? 30_000;
   const { db, logger } = options;
 
   const subscribers = [...new Set([...options.bus.routes.values()].flat())];
@@ -114,6 +126,12 @@ export function createRelay(options: RelayOptions): Relay {
   /** Per subscriber: deliveries handed over at commit, not yet sent. */
   const taken = new Map(subscribers.map((s) => [s, [] as Taken[]]));
   const mostTaken = 4 * concurrency * batchSize;
+  /**
+   * Per subscriber: the deliveries leased to this relay (taken, claimed, in flight, or done
+   * but not yet recorded), whose leases it renews while it lives. A relay that dies (SIGKILL,
+   * a lost node) stops renewing, and the others claim its deliveries within one lease.
+   */
+  const leases = new Map<string, LeaseKeeper<string>>();
 
   /**
    * Marks the given deliveries delivered (and gives up the leases of `released`, taken but
@@ -168,7 +186,7 @@ export function createRelay(options: RelayOptions): Relay {
       try {
         const { results } = await clients
           .get(subscriber)!
-          .deliver({ events }, { signal: AbortSignal.timeout(leaseMs) });
+          .deliver({ events }, { signal: AbortSignal.timeout(callTimeoutMs) });
         return rows.map((row, i) => {
           const result = results[i];
           if (result?.eventId !== row.event_id) {
@@ -195,9 +213,21 @@ export function createRelay(options: RelayOptions): Relay {
         if (rows.length > 1 && permanentCodes.has(error.code)) {
           return (await Promise.all(rows.map((row) => deliver(subscriber, [row])))).flat();
         }
-        return rows.map((row) => ({ row, error }));
+        return rows.map((row) => ({ row, error, callFailed: true }));
       }
     });
+  }
+
+  /**
+   * Makes a subscriber's backed-off deliveries due now: it answered again after calls found it
+   * away, so what failed while it was away need not wait out backoffs that grew meanwhile
+   * (up to maxBackoffMs) - a restarted service gets its backlog within a poll or so.
+   */
+  async function dueNow(subscriber: string) {
+    await db.execute(sql`
+      update outbox_deliveries set next_attempt_at = now()
+       where subscriber = ${subscriber} and status = 'pending' and next_attempt_at > now()
+         and lease_until is null`);
   }
 
   function countOutcomes(subscriber: string, outcomes: Outcome[]) {
@@ -250,12 +280,29 @@ export function createRelay(options: RelayOptions): Relay {
   async function lane(subscriber: string) {
     const inFlight = new Set<Promise<void>>();
     let finished: Outcome[] = [];
+    const held = leases.get(subscriber)!;
+    /** Calls found the subscriber away since it last answered. */
+    let away = false;
+    const release = (ids: Iterable<string>) => {
+      for (const id of ids) held.release(id);
+    };
     /** The finished deliveries the subscriber accepted; failures are recorded here. */
     const takeFinished = async () => {
       const outcomes = finished;
       finished = [];
       countOutcomes(subscriber, outcomes);
-      if (outcomes.some((o) => o.error)) {
+      const failed = outcomes.filter((o) => o.error).map((o) => o.row.event_id);
+      if (outcomes.some((o) => o.callFailed && awayCodes.has(o.error!.code))) away = true;
+      else if (away && outcomes.some((o) => !o.error)) {
+        away = false;
+        try {
+          await dueNow(subscriber);
+          due.set(subscriber, true);
+        } catch (error) {
+          logger.warn({ err: error, subscriber }, "cannot retry a subscriber's backlog at once");
+        }
+      }
+      if (failed.length > 0) {
         try {
           await recordFailures(subscriber, outcomes);
         } catch (error) {
@@ -265,19 +312,26 @@ export function createRelay(options: RelayOptions): Relay {
             "cannot record failed deliveries; they will repeat",
           );
         }
+        // Recorded (and no longer leased), or left to run out.
+        release(failed);
       }
       return outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
     };
     /** claim(), but a failure only costs time: unrecorded deliveries repeat, consumers dedupe. */
     const claimOrRepeat = async (limit: number, delivered: string[]) => {
       try {
-        return await claim(subscriber, limit, delivered);
+        const claimed = await claim(subscriber, limit, delivered);
+        for (const row of claimed) held.hold(row.event_id);
+        return claimed;
       } catch (error) {
         logger.warn(
           { err: error, subscriber },
           "cannot claim outbox rows or record deliveries; will retry (recorded ones will repeat)",
         );
         return [];
+      } finally {
+        // Marked delivered, or left for their leases to run out and be delivered again.
+        release(delivered);
       }
     };
     /** Up to `limit` handed-over deliveries; any whose lease is running out are left to a claim. */
@@ -286,10 +340,10 @@ export function createRelay(options: RelayOptions): Relay {
       const fresh = Date.now() + leaseMs / 2;
       let stale = 0;
       while (stale < queue.length && queue[stale]!.leasedUntil < fresh) stale++;
-      return queue
-        .splice(0, stale + limit)
-        .slice(stale)
-        .map((t) => t.row);
+      const [skipped, rows] = [queue.slice(0, stale), queue.splice(0, stale + limit).slice(stale)];
+      // Renewals failed for a while: another relay may have them soon; let it.
+      release(skipped.map((t) => t.row.event_id));
+      return rows.map((t) => t.row);
     };
     while (running) {
       let rows: Claimed[] = [];
@@ -353,6 +407,24 @@ export function createRelay(options: RelayOptions): Relay {
         );
       }
     }
+    held.stop();
+  }
+
+  /**
+   * Extends this relay's leases on one subscriber's deliveries still pending. Rows recorded
+   * meanwhile (delivered, or failed and given up: lease_until null) are left alone. The
+   * handed-over ones not yet sent count as fresh again.
+   */
+  async function renewLeases(subscriber: string, ids: string[]) {
+    const renewedAt = Date.now();
+    await db.execute(sql`
+      update outbox_deliveries
+         set lease_until = now() + ${`${leaseMs} milliseconds`}::interval
+       where subscriber = ${subscriber} and event_id = any(${arrayLiteral(ids)}::uuid[])
+         and status = 'pending' and lease_until is not null`);
+    for (const t of taken.get(subscriber) ?? []) {
+      t.leasedUntil = Math.max(t.leasedUntil, renewedAt + leaseMs);
+    }
   }
 
   const wakeLane = (subscriber: string) => wakers.get(subscriber)?.();
@@ -382,6 +454,7 @@ export function createRelay(options: RelayOptions): Relay {
             row: { event_id: id, subscriber, attempts: 1, envelope, event },
             leasedUntil,
           });
+          leases.get(subscriber)?.hold(id);
         }
         wakeLane(subscriber);
       }
@@ -393,7 +466,21 @@ export function createRelay(options: RelayOptions): Relay {
     start() {
       if (running) return;
       running = true;
-      for (const subscriber of subscribers) lanes.push(lane(subscriber));
+      for (const subscriber of subscribers) {
+        leases.set(
+          subscriber,
+          keepLeases({
+            renewEveryMs: Math.max(10, Math.floor(leaseMs / 3)),
+            renew: (ids) => renewLeases(subscriber, ids),
+            onError: (error) =>
+              logger.warn(
+                { err: error, subscriber },
+                "cannot renew the leases of outbox deliveries; another relay may deliver them again",
+              ),
+          }),
+        );
+        lanes.push(lane(subscriber));
+      }
       // On a clock of its own: a lane kept busy by its own events still polls.
       poll = setInterval(wake, pollIntervalMs);
       poll.unref();

@@ -55,11 +55,19 @@ export const outboxDeliveries = pgTable(
   ],
 );
 
-/** Events this service has handled; recorded in the same transaction as their effect. */
+/**
+ * Events this service has handled; recorded in the same transaction as their effect. A
+ * refused event (it contradicted the service's state) is recorded too, with why, and had no
+ * effect: its redelivery is a duplicate like any other.
+ */
 export const inbox = pgTable("inbox", {
   eventId: uuid("event_id").primaryKey(),
   type: text("type").notNull(),
   source: text("source").notNull(),
+  outcome: text("outcome", { enum: ["applied", "refused"] })
+    .notNull()
+    .default("applied"),
+  refusal: text("refusal"),
   handledAt: timestamptz("handled_at").notNull().defaultNow(),
 });
 

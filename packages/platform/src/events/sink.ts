@@ -11,7 +11,7 @@ import {
 } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { sql } from "drizzle-orm";
 import { contextOfTrace, currentContext, runWithContext } from "../context.js";
-import { rowsOf } from "../database.js";
+import { rowsOf, writeAtCommit } from "../database.js";
 import { toConnectError } from "../interceptors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -24,20 +24,51 @@ export interface EventContext {
   /** Publishes follow-up events in the same transaction. */
   publish: Publish;
   event: Event;
+  /**
+   * Runs fn once the transaction has committed (in the event's trace); never if it rolls
+   * back. For work that must not happen inside it, such as calling another company's API.
+   */
+  afterCommit(fn: () => void): void;
 }
+
+/**
+ * A handler's answer to an event that contradicts what the service knows (an order in another
+ * state, an amount that differs, an unknown entity). The handler must have written nothing:
+ * the event is recorded in the inbox as refused, logged, and changes nothing else. The sender
+ * is not asked to retry: the same event would get the same answer.
+ */
+export interface EventRefusal {
+  refused: string;
+  /** Fields for the log line (the entity's id, the values that did not match). */
+  details?: Record<string, unknown> | undefined;
+}
+
+/** Refuses the event being handled (see EventRefusal). */
+export const refuse = (reason: string, details?: Record<string, unknown>): EventRefusal => ({
+  refused: reason,
+  details,
+});
 
 export interface EventHandler {
   schema: DescMessage;
-  handle(data: unknown, context: EventContext): Promise<void>;
+  handle(data: unknown, context: EventContext): Promise<EventRefusal | undefined>;
 }
 
 /** Declares how a service reacts to one event type. */
 export function on<Desc extends DescMessage>(
   schema: Desc,
-  handle: (data: MessageShape<Desc>, context: EventContext) => Promise<void>,
+  // biome-ignore lint/suspicious/noConfusingVoidType: handlers that never refuse return nothing
+  handle: (data: MessageShape<Desc>, context: EventContext) => Promise<EventRefusal | void>,
 ): EventHandler {
-  return { schema, handle: handle as EventHandler["handle"] };
+  return {
+    schema,
+    handle: async (data, context) =>
+      (await handle(data as MessageShape<Desc>, context)) ?? undefined,
+  };
 }
+
+/** What became of one delivered event at the consumer. */
+export type InboxOutcome = "applied" | "duplicate" | "refused";
 
 export interface EventSinkOptions {
   /** Where unexpected handler errors and split batches are logged. */
@@ -79,16 +110,20 @@ export function createEventSink(
   const lockTimeout = `${options.batchLockTimeoutMs ?? 200}ms`;
 
   /**
-   * Inbox records and effects of the events, in one transaction; true for a duplicate.
+   * Inbox records and effects of the events, in one transaction; what became of each.
    *
    * The handlers do not wait for the inbox's answer: they assume every event is new (nearly
    * always so), and their statements follow the inbox insert in the same round trip. Should
    * some have been seen before, the transaction rolls back and the rest are applied again
    * without them (their handlers' log lines then appear twice).
    */
-  const applyAll = async (events: Applicable[]): Promise<boolean[]> => {
+  const applyAll = async (events: Applicable[]): Promise<InboxOutcome[]> => {
+    // Work the handlers left for after the commit; dropped with a transaction that rolls back.
+    const afterCommit: (() => void)[] = [];
+    let outcomes: InboxOutcome[];
     try {
-      return await bus.transaction(async (tx, publish) => {
+      outcomes = await bus.transaction(async (tx, publish) => {
+        afterCommit.length = 0;
         // One statement records them all; the ids it returns are the events not seen before.
         // With several events the lock timeout is set first.
         const recorded = Promise.all([
@@ -114,13 +149,22 @@ export function createEventSink(
           const key = item.event.subject || item.event.id;
           bySubject.set(key, [...(bySubject.get(key) ?? []), item]);
         }
+        const refusals = new Map<Applicable, EventRefusal>();
         const handled = Promise.allSettled(
           [...bySubject.values()].map(async (sameSubject) => {
-            for (const { event, handler, data } of sameSubject) {
+            for (const item of sameSubject) {
+              const { event, handler, data } = item;
               // Each event's log lines, timeline entries and follow-up events carry its trace.
-              await runWithContext(contextOfEvent(event), () =>
-                handler.handle(data, { tx, publish, event }),
+              const context = contextOfEvent(event);
+              const refusal = await runWithContext(context, () =>
+                handler.handle(data, {
+                  tx,
+                  publish,
+                  event,
+                  afterCommit: (fn) => afterCommit.push(() => runWithContext(context, fn)),
+                }),
               );
+              if (refusal) refusals.set(item, refusal);
             }
           }),
         );
@@ -140,16 +184,56 @@ export function createEventSink(
         if (duplicates.some(Boolean)) throw new DuplicatesFound(duplicates);
         const failed = handlerOutcomes.find((one) => one.status === "rejected");
         if (failed) throw failed.reason;
-        return duplicates;
+        if (refusals.size > 0) {
+          const refused = [...refusals].map(([{ event }, refusal]) => ({
+            event_id: event.id,
+            reason: refusal.refused,
+          }));
+          // Rare, so a statement of its own: the inbox says which events changed nothing.
+          await writeAtCommit(
+            tx,
+            sql`update ${inbox} i set outcome = 'refused', refusal = r.reason
+                  from jsonb_to_recordset(${JSON.stringify(refused)}::jsonb)
+                    as r(event_id uuid, reason text)
+                 where i.event_id = r.event_id`,
+          );
+          for (const [{ event }, refusal] of refusals) {
+            afterCommit.push(() => logRefusal(event, refusal));
+          }
+        }
+        return events.map((item): InboxOutcome => (refusals.has(item) ? "refused" : "applied"));
       });
     } catch (error) {
       if (!(error instanceof DuplicatesFound)) throw error;
       const { duplicates } = error;
       const others = events.filter((_, i) => !duplicates[i]);
       const again = others.length > 0 ? await applyAll(others) : [];
-      return duplicates.map((duplicate) => duplicate || again.shift()!);
+      return duplicates.map((duplicate) => (duplicate ? "duplicate" : again.shift()!));
     }
+    for (const fn of afterCommit) {
+      try {
+        fn();
+      } catch (error) {
+        logger.error({ err: error }, "work after an event's commit failed");
+      }
+    }
+    return outcomes;
   };
+
+  const logRefusal = (event: Event, refusal: EventRefusal) =>
+    runWithContext(contextOfEvent(event), () =>
+      logger.warn(
+        {
+          ...refusal.details,
+          eventId: event.id,
+          eventType: event.type,
+          source: event.source,
+          subject: event.subject,
+          reason: refusal.refused,
+        },
+        "event refused: it contradicts what this service knows; nothing changed",
+      ),
+    );
 
   /** What the sender learns of a failed event; unexpected errors are logged, not sent. */
   function errorOf(error: unknown) {
@@ -161,9 +245,10 @@ export function createEventSink(
   }
 
   /** The response, the events counted by what became of them. */
-  function answer(events: Event[], results: DeliveryResult[]) {
+  function answer(events: Event[], results: DeliveryResult[], outcomes: InboxOutcome[]) {
     results.forEach((result, i) => {
-      const outcome = result.error ? "refused" : result.duplicate ? "duplicate" : "applied";
+      // An error is refused too: the event was not applied.
+      const outcome = result.error ? "refused" : (outcomes[i] ?? "applied");
       options.metrics?.inboxEvents.inc({ type: events[i]!.type, outcome });
     });
     return { results };
@@ -174,6 +259,7 @@ export function createEventSink(
       const results = request.events.map((event) =>
         create(DeliveryResultSchema, { eventId: event.id }),
       );
+      const outcomes: InboxOutcome[] = [];
       const applicable: Applicable[] = [];
       request.events.forEach((event, index) => {
         try {
@@ -184,11 +270,12 @@ export function createEventSink(
       });
       if (applicable.length > 1) {
         try {
-          const duplicates = await applyAll(applicable);
+          const applied = await applyAll(applicable);
           applicable.forEach(({ index }, i) => {
-            results[index]!.duplicate = duplicates[i]!;
+            outcomes[index] = applied[i]!;
+            results[index]!.duplicate = applied[i] === "duplicate";
           });
-          return answer(request.events, results);
+          return answer(request.events, results, outcomes);
         } catch (error) {
           logger.info(
             { err: error, events: applicable.length },
@@ -198,13 +285,14 @@ export function createEventSink(
       }
       for (const one of applicable) {
         try {
-          const [duplicate] = await applyAll([one]);
-          results[one.index]!.duplicate = duplicate!;
+          const [outcome] = await applyAll([one]);
+          outcomes[one.index] = outcome!;
+          results[one.index]!.duplicate = outcome === "duplicate";
         } catch (error) {
           results[one.index]!.error = errorOf(error);
         }
       }
-      return answer(request.events, results);
+      return answer(request.events, results, outcomes);
     },
   };
 }

@@ -63,7 +63,6 @@ export interface ReservationStore {
   /** Adds the lines' units back to stock_available. */
   returnStock(lines: ReservationLine[]): Promise<void>;
   setStatus(orderId: string, status: ReservationStatus): Promise<void>;
-  deleteReservation(orderId: string): Promise<void>;
 }
 
 export type ReservationDecision =

@@ -88,7 +88,7 @@ export function cancelReasonOf(event: SagaEvent): string | undefined {
 }
 
 /** The timeline's detail for a step. */
-export function detailOf(event: SagaEvent, total: Money | undefined): string {
+export function detailOf(event: SagaEvent, total: Money): string {
   switch (event.kind) {
     case "stock_reserved":
       return "every item is reserved";
@@ -96,11 +96,9 @@ export function detailOf(event: SagaEvent, total: Money | undefined): string {
       return event.productIds.length
         ? `${event.reason} (products ${event.productIds.join(", ")})`
         : event.reason;
-    case "payment_captured": {
-      const captured = event.amount ? formatMoney(event.amount) : "an unstated amount";
-      const mismatch = event.amount && total && !sameMoney(event.amount, total);
-      return `payment ${event.paymentId} captured ${captured}${mismatch ? ` (the order total is ${formatMoney(total)})` : ""}`;
-    }
+    case "payment_captured":
+      // Only a capture of exactly the total gets here (see applySagaEvent).
+      return `payment ${event.paymentId} captured ${formatMoney(event.amount ?? total)}`;
     case "payment_declined":
       return `payment ${event.paymentId} declined: ${event.reason}`;
   }
@@ -114,14 +112,15 @@ export interface SagaStore {
   /** The order's own fields (no items, no timeline), or undefined if there is none. */
   head(orderId: string): Promise<OrderHead | undefined>;
   /**
-   * Moves the order to transition.to only if it is in transition.from (a conditional update).
-   * Resolves to the order after the change, or undefined when there is no such order or it
-   * was in another status, and nothing changed.
+   * Moves the order to transition.to only if it is in transition.from and, when `total` is
+   * given, its total is exactly that (a conditional update). Resolves to the order after the
+   * change, or undefined when there is no such order or it did not match, and nothing changed.
    */
   advance(
     orderId: string,
     transition: SagaTransition,
     cancelReason: string | undefined,
+    total?: Money,
   ): Promise<OrderHead | undefined>;
   appendTimeline(orderId: string, entry: Omit<TimelineEntry, "time">): Promise<void>;
   publish(followUp: FollowUp): Promise<void>;
@@ -133,18 +132,23 @@ export type SagaOutcome =
 
 /**
  * Applies one saga event: a guarded state transition, its timeline entry and the follow-up
- * event. An event for an unknown order or one that does not fit the order's status changes
- * nothing; the outcome says why, for the log.
+ * event. The saga believes nothing that contradicts the order: an event for an unknown order,
+ * one that does not fit the order's status, or a capture of anything but exactly the order's
+ * total changes nothing, whoever sent it; the outcome says why (the event is then refused).
  */
 export async function applySagaEvent(
   store: SagaStore,
   event: SagaEvent,
   traceId: string,
 ): Promise<SagaOutcome> {
+  const contradiction = contradictionIn(event);
+  if (contradiction) return { applied: false, reason: contradiction };
   const transition = sagaTransitions[event.kind];
-  // The guarded update decides (of two events racing for one order, one moves it); the order
-  // is read only to explain an event that changed nothing.
-  const order = await store.advance(event.orderId, transition, cancelReasonOf(event));
+  const total = event.kind === "payment_captured" ? event.amount : undefined;
+  // The guarded update decides (of two events racing for one order, one moves it; a capture
+  // of another amount moves none); the order is read only to explain an event that changed
+  // nothing.
+  const order = await store.advance(event.orderId, transition, cancelReasonOf(event), total);
   if (!order) return { applied: false, reason: await whyNot(store, event) };
   const followUp = followUpOf(event, order);
   // Independent writes: the store may send them together.
@@ -160,12 +164,32 @@ export async function applySagaEvent(
   return { applied: true, from: transition.from, to: transition.to, followUp };
 }
 
+/** What makes the event unbelievable whatever the order's state, if anything. */
+function contradictionIn(event: SagaEvent): string | undefined {
+  switch (event.kind) {
+    case "payment_captured":
+      if (!event.paymentId) return "a PaymentCaptured must name the payment";
+      if (!event.amount) return "a PaymentCaptured must say how much was captured";
+      return undefined;
+    case "payment_declined":
+      return event.paymentId ? undefined : "a PaymentDeclined must name the payment";
+    default:
+      return undefined;
+  }
+}
+
 async function whyNot(store: SagaStore, event: SagaEvent): Promise<string> {
   const current = await store.head(event.orderId);
   if (!current) return `there is no order ${event.orderId}`;
   const check = transitionFor(current.status, event.kind);
+  if (!check.allowed) return check.reason;
+  if (
+    event.kind === "payment_captured" &&
+    event.amount &&
+    !sameMoney(event.amount, current.total)
+  ) {
+    return `payment ${event.paymentId} captured ${formatMoney(event.amount)}, but the order total is ${formatMoney(current.total)}: only a capture of the total confirms the order`;
+  }
   // Statuses only move forward, so this means another event moved the order just now.
-  return check.allowed
-    ? `the order left ${check.transition.from} while this was applied`
-    : check.reason;
+  return `the order left ${check.transition.from} while this was applied`;
 }

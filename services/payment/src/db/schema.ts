@@ -3,6 +3,7 @@ import {
   bigint,
   char,
   check,
+  index,
   integer,
   pgTable,
   primaryKey,
@@ -12,9 +13,10 @@ import {
 } from "drizzle-orm/pg-core";
 
 /**
- * One row per charged order, captured or declined. The UNIQUE order id is what guarantees
- * that no order is charged twice, however often and however concurrently its
- * PaymentRequested event is delivered.
+ * One row per order asked to be charged: PENDING from the moment the request is recorded
+ * (the intent, committed before the provider is called) until the provider's final answer
+ * makes it CAPTURED or DECLINED. The UNIQUE order id is what guarantees that no order is
+ * charged twice, however often and however concurrently its PaymentRequested is delivered.
  */
 export const payments = pgTable(
   "payments",
@@ -23,22 +25,39 @@ export const payments = pgTable(
     id: uuid("id").primaryKey(),
     orderId: uuid("order_id").notNull().unique("payments_order_id_unique"),
     userId: text("user_id").notNull(),
-    status: text("status", { enum: ["CAPTURED", "DECLINED"] }).notNull(),
+    status: text("status", { enum: ["PENDING", "CAPTURED", "DECLINED"] }).notNull(),
     amountMinor: bigint("amount_minor", { mode: "bigint" }).notNull(),
     currency: char("currency", { length: 3 }).notNull(),
+    /** The customer's payment method token: kept only while the charge is pending. */
+    paymentToken: text("payment_token"),
+    /** Calls to the provider so far (the first included). */
+    chargeAttempts: integer("charge_attempts").notNull().default(0),
+    /** When a pending charge is due (again, after a transient provider failure). */
+    nextChargeAt: timestamp("next_charge_at", { withTimezone: true }).notNull().defaultNow(),
+    /** A process charging it owns it until then (renewed while it lives). */
+    leaseUntil: timestamp("lease_until", { withTimezone: true }),
+    /** The trace of the request that asked for the charge, carried on to its outcome event. */
+    traceparent: text("traceparent").notNull().default(""),
+    tracestate: text("tracestate").notNull().default(""),
+    /** The provider's last transient failure, for an operator. */
+    lastError: text("last_error"),
     providerReference: text("provider_reference"),
     declineReason: text("decline_reason"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    settledAt: timestamp("settled_at", { withTimezone: true }),
   },
   (t) => [
-    check("payments_status_known", sql`${t.status} in ('CAPTURED', 'DECLINED')`),
+    check("payments_status_known", sql`${t.status} in ('PENDING', 'CAPTURED', 'DECLINED')`),
     check("payments_amount_positive", sql`${t.amountMinor} > 0`),
     check("payments_currency_iso", sql`${t.currency} ~ '^[A-Z]{3}$'`),
-    // A captured payment names the provider's charge; a declined one says why.
+    // A pending charge can be made; a captured payment names the provider's charge; a
+    // declined one says why.
     check(
       "payments_outcome_explained",
-      sql`(${t.status} = 'CAPTURED' and ${t.providerReference} is not null) or (${t.status} = 'DECLINED' and ${t.declineReason} is not null)`,
+      sql`(${t.status} = 'PENDING' and ${t.paymentToken} is not null) or (${t.status} = 'CAPTURED' and ${t.providerReference} is not null) or (${t.status} = 'DECLINED' and ${t.declineReason} is not null)`,
     ),
+    // The charger's walk over the charges that are due.
+    index("payments_pending_due").on(t.nextChargeAt).where(sql`status = 'PENDING'`),
   ],
 );
 

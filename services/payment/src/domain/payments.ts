@@ -1,61 +1,90 @@
 import { randomUUID } from "node:crypto";
-import { invalidArgument, notFound, unavailable } from "@thinmesh/platform";
+import { failedPrecondition, invalidArgument, notFound } from "@thinmesh/platform";
 import { captureEntries } from "./ledger.js";
-import { currencyPattern, type Money } from "./money.js";
+import { currencyPattern, formatMoney, type Money } from "./money.js";
 import {
   isUuid,
   type NewPayment,
   type Payment,
   type PaymentRequest,
+  type PaymentStatus,
   type PaymentStore,
+  type PendingCharge,
+  type SettledPayment,
 } from "./payment.js";
-import {
-  type ChargeRequest,
-  type ChargeResult,
-  type PaymentProvider,
-  TransientProviderError,
-} from "./provider.js";
+import type { ChargeResult } from "./provider.js";
 
 export type PaymentRequestOutcome =
-  | { recorded: true; payment: NewPayment }
-  /** The order already had a payment (an earlier event, or a delivery racing this one). */
-  | { recorded: false };
+  /** The charge is recorded as PENDING; charge it once the transaction commits. */
+  | { kind: "recorded"; charge: PendingCharge }
+  /** The order's payment was asked for already, for the same amount (a repeated request). */
+  | { kind: "repeated"; status: PaymentStatus }
+  /** The order's payment was asked for already, for something else: one of them is false. */
+  | { kind: "refused"; reason: string };
 
 /**
- * Charges an order once. Runs inside the transaction that records the event as handled, so:
- * - an order that already has a payment is left alone (another event asked first);
- * - a transient provider failure becomes unavailable, which rolls the whole transaction back
- *   (the event too) and makes the sender retry later with backoff;
- * - the charge uses the order id as idempotency key, so charging again after a rollback or
- *   racing another delivery costs the customer nothing twice;
- * - the UNIQUE order id decides between racing deliveries: the loser records nothing.
+ * Records an order's charge (the intent), in the transaction that records the event as
+ * handled; the provider is called only after that commits (see chargeOnce). So a batch of
+ * events rolled back and replayed, or an event delivered again, never reaches the provider.
+ *
+ * There is one payment per order, for the amount its request named: a second request for the
+ * same order and the same amount and customer changes nothing; one for another amount or
+ * customer is refused (a forged or broken request; the order refuses a capture of anything but
+ * its total, so a smaller charge can never confirm it).
  */
-export async function handlePaymentRequest(
+export async function recordPaymentRequest(
   store: PaymentStore,
-  provider: PaymentProvider,
   request: PaymentRequest,
+  options: { leaseMs: number; trace: PendingCharge["trace"] },
 ): Promise<PaymentRequestOutcome> {
   const amount = checkPaymentRequest(request);
-  if (await store.findByOrderId(request.orderId)) return { recorded: false };
-  const result = await chargeOrRetryLater(provider, {
+  const charge: PendingCharge = {
+    id: randomUUID(),
     orderId: request.orderId,
+    userId: request.userId,
     amount,
     paymentToken: request.paymentToken,
-    idempotencyKey: request.orderId,
-  });
-  const payment = paymentOf({ ...request, amount }, result);
-  const recorded = await store.insertIfFirstForOrder(payment);
-  return recorded ? { recorded: true, payment } : { recorded: false };
+    attempts: 1,
+    trace: options.trace,
+  };
+  // Nearly every request is the first for its order: insert first, look only on a conflict.
+  if (await store.insertIntent(charge, options.leaseMs)) return { kind: "recorded", charge };
+  const existing = await store.findByOrderId(request.orderId);
+  // Payments are never deleted, and the conflicting insert has committed.
+  if (!existing) throw new Error(`the payment of order ${request.orderId} vanished`);
+  const difference = differenceOf(existing, { ...request, amount });
+  if (difference) {
+    return {
+      kind: "refused",
+      reason: `order ${request.orderId} already has a payment request ${difference}; an order is charged once, for what it asked first`,
+    };
+  }
+  return { kind: "repeated", status: existing.status };
+}
+
+function differenceOf(existing: Payment, request: PaymentRequest & { amount: Money }) {
+  if (
+    existing.amount.currencyCode !== request.amount.currencyCode ||
+    existing.amount.amountMinor !== request.amount.amountMinor
+  ) {
+    return `for ${formatMoney(existing.amount)}, but this one asks for ${formatMoney(request.amount)}`;
+  }
+  if (existing.userId !== request.userId) return "from another customer";
+  return undefined;
 }
 
 /** The payment recording the provider's final answer; only a capture moves money. */
-function paymentOf(request: PaymentRequest & { amount: Money }, result: ChargeResult): NewPayment {
-  const identity = { id: randomUUID(), orderId: request.orderId, userId: request.userId };
+export function paymentOf(charge: PendingCharge, result: ChargeResult): NewPayment {
+  const identity = {
+    id: charge.id,
+    orderId: charge.orderId,
+    userId: charge.userId,
+    amount: charge.amount,
+  };
   if (result.outcome === "declined") {
     return {
       ...identity,
       status: "DECLINED",
-      amount: request.amount,
       providerReference: undefined,
       declineReason: result.reason,
       ledger: [],
@@ -64,27 +93,10 @@ function paymentOf(request: PaymentRequest & { amount: Money }, result: ChargeRe
   return {
     ...identity,
     status: "CAPTURED",
-    amount: request.amount,
     providerReference: result.reference,
     declineReason: undefined,
-    ledger: captureEntries({ userId: request.userId, amount: request.amount }),
+    ledger: captureEntries({ userId: charge.userId, amount: charge.amount }),
   };
-}
-
-async function chargeOrRetryLater(
-  provider: PaymentProvider,
-  request: ChargeRequest,
-): Promise<ChargeResult> {
-  try {
-    return await provider.charge(request);
-  } catch (error) {
-    if (error instanceof TransientProviderError) {
-      throw unavailable(
-        `the payment provider cannot charge order ${request.orderId} right now (${error.message}); deliver the event again later`,
-      );
-    }
-    throw error;
-  }
 }
 
 /**
@@ -95,6 +107,7 @@ function checkPaymentRequest(request: PaymentRequest): Money {
   const problems: string[] = [];
   if (!isUuid(request.orderId)) problems.push(`order_id must be a UUID, got "${request.orderId}"`);
   if (!request.userId) problems.push("user_id is required");
+  if (!request.paymentToken) problems.push("payment_token is required");
   const amount = request.amount;
   if (!amount) problems.push("amount is required");
   else {
@@ -109,10 +122,15 @@ function checkPaymentRequest(request: PaymentRequest): Money {
   return amount;
 }
 
-/** The payment of an order with its ledger entries. */
-export async function getPayment(store: PaymentStore, orderId: string): Promise<Payment> {
+/** The settled payment of an order with its ledger entries. */
+export async function getPayment(store: PaymentStore, orderId: string): Promise<SettledPayment> {
   if (!isUuid(orderId)) throw invalidArgument(`order_id must be a UUID, got "${orderId}"`);
   const payment = await store.findByOrderId(orderId);
   if (!payment) throw notFound(`no payment for order "${orderId}"`);
-  return payment;
+  if (payment.status === "PENDING") {
+    throw failedPrecondition(
+      `the payment of order "${orderId}" is still being charged; ask again in a few seconds`,
+    );
+  }
+  return payment as SettledPayment;
 }

@@ -1,0 +1,2 @@
+ALTER TABLE "inbox" ADD COLUMN "outcome" text DEFAULT 'applied' NOT NULL;--> statement-breakpoint
+ALTER TABLE "inbox" ADD COLUMN "refusal" text;
