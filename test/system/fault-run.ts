@@ -104,10 +104,10 @@ export async function waitReady(shop: LocalShop, name: WorkloadName, timeoutMs =
 
 /** Resolves when the supervisor has started a new process in place of `oldPid`. */
 export async function waitRestarted(shop: LocalShop, name: WorkloadName, oldPid: number) {
-  const process = shop.processes.find((p) => p.name === name)!;
+  const workload = shop.processes.find((p) => p.name === name)!;
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const pid = process.pid();
+    const pid = workload.pid();
     if (pid !== undefined && pid !== oldPid) return;
     await sleep(50);
   }
@@ -116,7 +116,7 @@ export async function waitRestarted(shop: LocalShop, name: WorkloadName, oldPid:
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A customer (and an admin) of the shop, and what the load needs from the catalog. */
+/** A registered customer's access token, and the products the load orders. */
 export interface Customer {
   token: string;
   productIds: string[];
@@ -126,6 +126,7 @@ const transportFor = (shop: LocalShop) =>
   createConnectTransport({ baseUrl: shop.ingressUrl, httpVersion: "1.1" });
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
+/** Registers a customer and (as the dev admin) creates products with ample stock. */
 export async function newCustomer(shop: LocalShop, products = 4): Promise<Customer> {
   const transport = transportFor(shop);
   const auth = createClient(AuthService, transport);
@@ -161,8 +162,6 @@ export interface PlacedOrder {
   paymentToken: string;
   /** The order id, once PlaceOrder answered OK. */
   id?: string;
-  /** The code of the last answer that was not OK. */
-  lastError?: string;
   /** Non-OK answers by Connect code name, retries included. */
   errors: Record<string, number>;
   /** Set when the customer gave up: a non-retriable answer, or retries ran out. */
@@ -179,7 +178,9 @@ export interface PlacedOrder {
 export function startOrderLoad(
   shop: LocalShop,
   customer: Customer,
-  { perSecond = 8, callTimeoutMs = 5_000, giveUpMs = 30_000 } = {},
+  // Giving up only long after any fault here has healed: a restart on a loaded machine (PGlite
+  // opening its data directory) took over a minute, and waiting out a fault is not a failure.
+  { perSecond = 8, callTimeoutMs = 5_000, giveUpMs = 120_000 } = {},
 ) {
   const orders = createClient(OrderService, transportFor(shop));
   const placed: PlacedOrder[] = [];
@@ -208,7 +209,6 @@ export function startOrderLoad(
         return;
       } catch (error) {
         const code = Code[ConnectError.from(error).code];
-        order.lastError = code;
         order.errors[code] = (order.errors[code] ?? 0) + 1;
         if (!retriable.has(ConnectError.from(error).code)) {
           order.failed = `${code}: ${ConnectError.from(error).rawMessage}`;
