@@ -10,6 +10,7 @@ import { schema } from "./db/schema.js";
 import type { PaymentProvider } from "./domain/provider.js";
 import { createSimulatedProvider } from "./domain/simulator.js";
 import { onPaymentRequested, producedEvents } from "./events.js";
+import { countingProviderCalls } from "./provider-calls.js";
 import { paymentRpc } from "./rpc.js";
 import { createChargeStore, createPaymentStore } from "./store.js";
 
@@ -32,8 +33,12 @@ export function definePaymentService(
     name: "payment",
     config: paymentConfigSchema,
     database: { schema, migrationsFolder: fileURLToPath(new URL("../drizzle", import.meta.url)) },
-    create({ config, database, logger, eventBus }) {
-      const provider = (options.provider ?? simulatorFor)(config);
+    create({ config, database, logger, metrics, eventBus }) {
+      const provider = countingProviderCalls(
+        (options.provider ?? simulatorFor)(config),
+        metrics.registry,
+        logger,
+      );
       const bus = eventBus(producedEvents);
       const charger = createCharger({
         provider,
