@@ -15,7 +15,7 @@ import {
   type WorkloadName,
   workloadNames,
 } from "../../mesh/local/src/shop.js";
-import { freePort, repoRoot } from "./processes.js";
+import { repoRoot } from "./processes.js";
 
 export interface FaultShopOptions {
   /** A Postgres server URL (one database per service on it); PGlite in dataDir without. */
@@ -42,8 +42,8 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
   const prefix = `thinmesh_faults_${randomBytes(3).toString("hex")}`;
   const shop = await startLocalShop({
     root: repoRoot,
-    ingressPort: await freePort(),
-    basePort: await freePort(),
+    ingressPort: 0,
+    statsPort: 0,
     databaseUrl: options.databaseUrl,
     databasePrefix: prefix,
     dataDir: options.dataDir,
@@ -53,7 +53,7 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
       event: (name, message, fields) =>
         options.line(name, JSON.stringify({ supervisor: message, ...fields })),
     },
-    onHop: () => {},
+    onRecord: () => {},
   });
   const { databaseUrl } = options;
   // startLocalShop names each service's database `${prefix}_${name}` on the server.
@@ -90,13 +90,7 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
 export async function waitReady(shop: LocalShop, name: WorkloadName, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const ok = await fetch(`${shop.workloadUrls[name]}/readyz`, {
-      signal: AbortSignal.timeout(2_000),
-    }).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return true;
+    if ((await shop.readiness(name)) === undefined) return true;
     await sleep(100);
   }
   return false;
@@ -104,7 +98,7 @@ export async function waitReady(shop: LocalShop, name: WorkloadName, timeoutMs =
 
 /** Resolves when the supervisor has started a new process in place of `oldPid`. */
 export async function waitRestarted(shop: LocalShop, name: WorkloadName, oldPid: number) {
-  const workload = shop.processes.find((p) => p.name === name)!;
+  const workload = shop.processesOf(name)[0]!;
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     const pid = workload.pid();

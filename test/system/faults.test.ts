@@ -84,7 +84,7 @@ const recentLines: string[] = [];
 function onLine(name: string, line: string) {
   recentLines.push(`${name} ${line}`);
   if (recentLines.length > 400) recentLines.shift();
-  if (name === "payment" && line.includes('"calling the payment provider"')) {
+  if (name.startsWith("payment") && line.includes('"calling the payment provider"')) {
     const orderId = (JSON.parse(line) as { orderId?: string }).orderId;
     if (orderId) providerCalls.set(orderId, (providerCalls.get(orderId) ?? 0) + 1);
   }
@@ -115,7 +115,7 @@ interface PhaseResult {
 }
 const results: PhaseResult[] = [];
 
-const processOf = (name: WorkloadName) => shop.processes.find((p) => p.name === name)!;
+const processOf = (name: WorkloadName) => shop.processesOf(name)[0]!;
 
 /** SIGKILL of the workloads at once; healed when each is restarted and ready again. */
 async function kill(names: readonly WorkloadName[]) {

@@ -91,6 +91,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
     shop = await startLocalShop({
       root: repoRoot,
       ingressPort: 0, // the operating system picks
+      statsPort: 0,
       databaseUrl: serverUrl,
       databasePrefix: prefix,
       dataDir,
@@ -100,7 +101,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
         line: (name, line) => logLines.push(`${name} ${line}`),
         event: (name, msg, fields) => logLines.push(`${name} ${msg} ${JSON.stringify(fields)}`),
       },
-      onHop: () => {},
+      onRecord: () => {},
     });
     await shop.ready(90_000);
     urls = Object.fromEntries(
@@ -208,7 +209,8 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
     const event = fromBinary(EventSchema, row!.envelope);
     const sink = createClient(
       EventSinkService,
-      createConnectTransport({ baseUrl: shop.workloadUrls.catalog, httpVersion: "1.1" }),
+      // As order delivers it: through order's sidecar, as order's identity.
+      createConnectTransport({ baseUrl: shop.peerUrl("order", "catalog"), httpVersion: "1.1" }),
     );
     expect((await sink.deliver({ events: [event] })).results).toMatchObject([
       { eventId: event.id, duplicate: true },
@@ -216,7 +218,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
   });
 
   it("delivers what a consumer missed while it was down", async () => {
-    const payment = shop.processes.find((p) => p.name === "payment")!;
+    const payment = shop.processesOf("payment")[0]!;
     await payment.stop();
     const product = await newProduct(4);
     const { order: placed } = await place([{ productId: product.id, quantity: 1 }]);

@@ -66,6 +66,16 @@ export interface LocalShop {
   sidecars: Sidecars | undefined;
   /** Every Istio resource not enforced: none (an unimplemented field stops the start). */
   notEnforced: string[];
+  /** The running processes of one service (its first instance first). */
+  processesOf(app: WorkloadName): Supervised[];
+  /**
+   * The base URL at which `from` (a service: its first instance) reaches service `to`: its
+   * outbound sidecar, so a call there goes through the mesh as `from`'s identity (bypassed:
+   * the peer itself). Tests use it to call internal RPCs the way a workload does.
+   */
+  peerUrl(from: WorkloadName, to: WorkloadName): string;
+  /** Why the first instance of a service is not ready, or undefined if it is. */
+  readiness(app: WorkloadName): Promise<string | undefined>;
   /**
    * Resolves when every instance answers /readyz; rejects with a StartError naming the
    * instance and its last error once timeoutMs passes or an instance's configuration is invalid.
@@ -337,6 +347,13 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
     processes,
     sidecars,
     notEnforced: [],
+    processesOf: (app) =>
+      instances.flatMap((instance, i) => (instance.app === app ? [processes[i]!] : [])),
+    peerUrl(from, to) {
+      const instance = instances.find((i) => i.app === from)!;
+      return listeners.get(instance.id)!.env[peerVariable[to]]!.replace(/\/\.well-known\/jwks\.json$/, "");
+    },
+    readiness: (app) => probe(instances.find((i) => i.app === app)!),
     async ready(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       const waiting = new Map(instances.map((i) => [i.id, "not answering yet"]));
@@ -376,6 +393,13 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
     },
   };
 }
+
+const peerVariable: Record<WorkloadName, string> = {
+  auth: "AUTH_JWKS_URL",
+  catalog: "CATALOG_URL",
+  order: "ORDER_URL",
+  payment: "PAYMENT_URL",
+};
 
 /** Where an app's peer URLs point: its outbound sidecar, or (bypassed) the peer itself. */
 function peerEnv(urlOf: (app: string) => string): Record<string, string> {

@@ -4,8 +4,10 @@ import net from "node:net";
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { defaultMaxRequestBytes } from "../src/forward.js";
-import { createIngress, type Hop, type IngressOptions } from "../src/ingress.js";
-import type { IngressConfig } from "../src/istio.js";
+import type { IngressOptions } from "../src/ingress.js";
+import type { HttpRoute } from "../src/mesh/index.js";
+import type { AccessRecord } from "../src/sidecar/telemetry.js";
+import { testIngress } from "./gateway-support.js";
 
 // A fake upstream that records what reached it: the exact request target and the body size.
 interface Received {
@@ -36,29 +38,25 @@ function fakeUpstream(): DualProtocolServer {
 
 const order = "/shop.order.v1.OrderService";
 const deliver = "/shop.events.v1.EventSinkService/Deliver";
-const config: IngressConfig = {
-  gateway: {} as IngressConfig["gateway"],
-  notEnforced: [],
-  routes: [
-    {
-      name: "order",
-      match: [{ uri: { prefix: `${order}/` } }],
-      route: [{ destination: { host: "order" } }],
-    },
-  ],
-};
+const routes: HttpRoute[] = [
+  {
+    name: "order",
+    match: [{ uri: { prefix: `${order}/` } }],
+    route: [{ destination: { host: "order" } }],
+  },
+];
 
 let upstream: DualProtocolServer;
 let upstreamBase: string;
-const hops: Hop[] = [];
+const hops: AccessRecord[] = [];
 const started: DualProtocolServer[] = [];
 
-async function startIngress(limits: Partial<IngressOptions> = {}) {
-  const ingress = createIngress({
-    config,
-    upstream: (workload) => (workload === "order" ? upstreamBase : undefined),
-    onHop: (hop) => hops.push(hop),
-    ...limits,
+async function startIngress(limits: Partial<Omit<IngressOptions, "config" | "outbound">> = {}) {
+  const ingress = testIngress({
+    routes,
+    upstreams: { order: upstreamBase },
+    onRecord: (record) => hops.push(record),
+    limits,
   });
   started.push(ingress);
   const { port } = await ingress.listen(0, "127.0.0.1");
@@ -184,7 +182,11 @@ describe("path normalisation at the ingress", () => {
     for (const send of [h1, h2]) {
       const answer = await send(target);
       expect(answer.status).toBe(404);
-      expect(hops.at(-1)).toMatchObject({ status: 404, flags: "NR", path: deliver });
+      expect(hops.at(-1)).toMatchObject({
+        response_code: 404,
+        response_flags: "NR",
+        path: deliver,
+      });
     }
     expect(received).toEqual([]);
   });
@@ -222,7 +224,10 @@ describe("path normalisation at the ingress", () => {
       const answer = await send(target);
       expect(answer.status).toBe(400);
       expect(answer.body).toMatch(/^Bad Request: /);
-      expect(hops.at(-1)).toMatchObject({ status: 400, details: "path_normalization_failed" });
+      expect(hops.at(-1)).toMatchObject({
+        response_code: 400,
+        response_code_details: "path_normalization_failed",
+      });
     }
     expect(received).toEqual([]);
   });
@@ -243,9 +248,9 @@ describe("no client can crash the ingress", () => {
     await raw(`${post(100)}{`, "end");
     await waitFor(() => hops.length === 1);
     expect(hops[0]).toMatchObject({
-      status: 0,
-      flags: "DC",
-      details: "downstream_remote_disconnect",
+      response_code: 0,
+      response_flags: "DC",
+      response_code_details: "downstream_remote_disconnect",
     });
     expect(received).toEqual([]);
     await stillServes();
@@ -254,7 +259,7 @@ describe("no client can crash the ingress", () => {
   it("survives half a body and a reset (RST)", async () => {
     await raw(`${post(100)}{`, "reset");
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 0, flags: "DC" });
+    expect(hops[0]).toMatchObject({ response_code: 0, response_flags: "DC" });
     await stillServes();
   });
 
@@ -262,7 +267,7 @@ describe("no client can crash the ingress", () => {
     const { response } = await raw(`${post(0, true)}5\r\nhello\r\nzz\r\n`, "wait");
     expect(response).toMatch(/^HTTP\/1\.1 400 /);
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 400, flags: "DPE" });
+    expect(hops[0]).toMatchObject({ response_code: 400, response_flags: "DPE" });
     expect(received).toEqual([]);
     await stillServes();
   });
@@ -282,9 +287,9 @@ describe("no client can crash the ingress", () => {
     stream.destroy();
     await waitFor(() => hops.length === 1);
     expect(hops[0]).toMatchObject({
-      status: 0,
-      flags: "DC",
-      details: "downstream_remote_disconnect",
+      response_code: 0,
+      response_flags: "DC",
+      response_code_details: "downstream_remote_disconnect",
     });
     expect(received).toEqual([]); // half a body is never forwarded
     const next = session.request({ ":method": "POST", ":path": `${order}/GetOrder` });
@@ -302,7 +307,7 @@ describe("no client can crash the ingress", () => {
     hold = () => {}; // the upstream never answers
     await raw(`${post(2)}{}`, "reset", { waitMs: 1000 });
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 0, flags: "DC", attempts: 1 });
+    expect(hops[0]).toMatchObject({ response_code: 0, response_flags: "DC", attempts: 1 });
     await waitFor(() => upstreamClosed.length === 1);
     hold = undefined;
     await stillServes();
@@ -329,7 +334,7 @@ describe("no client can crash the ingress", () => {
     });
     expect(answer).not.toBe("complete");
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 200, flags: "UC", attempts: 1 });
+    expect(hops[0]).toMatchObject({ response_code: 200, response_flags: "UC", attempts: 1 });
     hold = undefined;
     await stillServes();
   });
@@ -348,7 +353,10 @@ describe("bounded request bodies", () => {
     for (const send of [h1, h2]) {
       const answer = await send(`${order}/PlaceOrder`, { body });
       expect(answer).toEqual({ status: 413, body: "Payload Too Large" });
-      expect(hops.at(-1)).toMatchObject({ status: 413, details: "request_payload_too_large" });
+      expect(hops.at(-1)).toMatchObject({
+        response_code: 413,
+        response_code_details: "request_payload_too_large",
+      });
     }
     expect(received).toEqual([]);
     await stillServes();
@@ -372,7 +380,10 @@ describe("bounded request bodies", () => {
   it("answers a declared 200 MB body 413 from its Content-Length, before any byte of it", async () => {
     const { response } = await raw(post(200 * 1024 * 1024), "wait", { waitMs: 3000 });
     expect(response).toMatch(/^HTTP\/1\.1 413 Payload Too Large\r\n/);
-    expect(hops.at(-1)).toMatchObject({ status: 413, details: "request_payload_too_large" });
+    expect(hops.at(-1)).toMatchObject({
+      response_code: 413,
+      response_code_details: "request_payload_too_large",
+    });
   });
 
   it("answers a 200 MB body 413 while it streams in, without reading it", async () => {
@@ -456,7 +467,10 @@ describe("timeouts for slow clients", () => {
     );
     expect(response).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
     expect(ms).toBeLessThan(4000);
-    expect(hops.at(-1)).toMatchObject({ status: 408, details: "request_overall_timeout" });
+    expect(hops.at(-1)).toMatchObject({
+      response_code: 408,
+      response_code_details: "request_overall_timeout",
+    });
     expect(received).toEqual([]);
     await stillServes(at);
   });
@@ -468,7 +482,7 @@ describe("timeouts for slow clients", () => {
     expect(closedByServer).toBe(true);
     expect(ms).toBeLessThan(4000);
     await waitFor(() => hops.length === 1);
-    expect(hops[0]).toMatchObject({ status: 0, flags: "DC" });
+    expect(hops[0]).toMatchObject({ response_code: 0, response_flags: "DC" });
     await waitFor(() => upstreamClosed.length === 1);
   });
 

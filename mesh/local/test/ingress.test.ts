@@ -10,8 +10,9 @@ import { CatalogService, ProductSchema } from "@thinmesh/contracts/shop/catalog/
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import { rpcError } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createIngress, type Hop } from "../src/ingress.js";
-import type { IngressConfig } from "../src/istio.js";
+import type { HttpRoute } from "../src/mesh/index.js";
+import type { AccessRecord } from "../src/sidecar/telemetry.js";
+import { testIngress } from "./gateway-support.js";
 
 const seen: { path: string; headers: Record<string, string | string[] | undefined> }[] = [];
 function fakeCatalog(): DualProtocolServer {
@@ -32,32 +33,28 @@ function fakeCatalog(): DualProtocolServer {
   );
 }
 
-const config: IngressConfig = {
-  gateway: {} as IngressConfig["gateway"],
-  notEnforced: [],
-  routes: [
-    {
-      name: "catalog",
-      match: [{ uri: { prefix: "/shop.catalog.v1.CatalogService/" } }],
-      route: [{ destination: { host: "catalog" } }],
-    },
-    {
-      name: "down",
-      match: [{ uri: { prefix: "/down/" } }],
-      route: [{ destination: { host: "order" } }],
-    },
-    {
-      name: "unknown",
-      match: [{ uri: { prefix: "/nobody/" } }],
-      route: [{ destination: { host: "nobody" } }],
-    },
-  ],
-};
+const routes: HttpRoute[] = [
+  {
+    name: "catalog",
+    match: [{ uri: { prefix: "/shop.catalog.v1.CatalogService/" } }],
+    route: [{ destination: { host: "catalog" } }],
+  },
+  {
+    name: "down",
+    match: [{ uri: { prefix: "/down/" } }],
+    route: [{ destination: { host: "order" } }],
+  },
+  {
+    name: "unknown",
+    match: [{ uri: { prefix: "/nobody/" } }],
+    route: [{ destination: { host: "nobody" } }],
+  },
+];
 
 let catalog: DualProtocolServer;
 let ingress: DualProtocolServer;
 let ingressUrl: string;
-const hops: Hop[] = [];
+const hops: AccessRecord[] = [];
 
 beforeAll(async () => {
   catalog = fakeCatalog();
@@ -65,13 +62,13 @@ beforeAll(async () => {
   const closed = createDualProtocolServer(() => {});
   const closedPort = (await closed.listen(0, "127.0.0.1")).port;
   await closed.close(0); // nothing listens there any more
-  ingress = createIngress({
-    config,
-    upstream: (workload) =>
-      ({ catalog: `http://127.0.0.1:${catalogPort}`, order: `http://127.0.0.1:${closedPort}` })[
-        workload
-      ],
-    onHop: (hop) => hops.push(hop),
+  ingress = testIngress({
+    routes,
+    upstreams: {
+      catalog: `http://127.0.0.1:${catalogPort}`,
+      order: `http://127.0.0.1:${closedPort}`,
+    },
+    onRecord: (record) => hops.push(record),
   });
   ingressUrl = `http://127.0.0.1:${(await ingress.listen(0, "127.0.0.1")).port}`;
 });
@@ -118,7 +115,11 @@ describe("the local ingress gateway", () => {
       method: "POST",
     });
     expect(response.status).toBe(404);
-    expect(hops.at(-1)).toMatchObject({ status: 404, flags: "NR", destination: undefined });
+    expect(hops.at(-1)).toMatchObject({
+      response_code: 404,
+      response_flags: "NR",
+      destination_workload: null,
+    });
   });
 
   it("retries a refused connection twice, then answers 503", async () => {
@@ -126,27 +127,27 @@ describe("the local ingress gateway", () => {
     expect(response.status).toBe(503);
     expect(await response.text()).toMatch(/upstream connect error/);
     expect(hops.at(-1)).toMatchObject({
-      status: 503,
-      flags: "UF,URX",
+      response_code: 503,
+      response_flags: "UF,URX",
       attempts: 3,
-      destination: "order",
+      destination_workload: "order",
     });
   });
 
   it("answers 503 for a destination with no instance", async () => {
     const response = await fetch(`${ingressUrl}/nobody/x`, { method: "POST" });
     expect(response.status).toBe(503);
-    expect(hops.at(-1)).toMatchObject({ flags: "UH" });
+    expect(hops.at(-1)).toMatchObject({ response_flags: "UH" });
   });
 
   it("records every hop", () => {
-    const ok = hops.find((h) => h.status === 200);
+    const ok = hops.find((h) => h.response_code === 200);
     expect(ok).toMatchObject({
-      source: "ingress",
-      destination: "catalog",
-      route: "catalog",
+      source_workload: "istio-ingressgateway",
+      destination_workload: "catalog",
+      route_name: "catalog",
       attempts: 1,
     });
-    expect(ok?.durationMs).toBeGreaterThan(0);
+    expect(ok?.duration).toBeGreaterThan(0);
   });
 });
