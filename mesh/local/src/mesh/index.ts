@@ -14,6 +14,7 @@ export * from "./jwt.js";
 export * from "./load-balancer.js";
 export * from "./match.js";
 export * from "./outlier.js";
+export * from "./peer-authentication.js";
 export * from "./rate-limit.js";
 export * from "./retry.js";
 export * from "./routes.js";
