@@ -1,4 +1,4 @@
-import { exportJWK, generateKeyPair, type JSONWebKeySet, SignJWT } from "jose";
+import { type CryptoKey, exportJWK, generateKeyPair, type JSONWebKeySet, SignJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createRequestAuthenticator, JWT_MESSAGES } from "../../src/mesh/jwt.js";
 import { configFrom, headers, repoConfig } from "./support.js";

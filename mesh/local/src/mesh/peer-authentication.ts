@@ -1,0 +1,28 @@
+/**
+ * PeerAuthentication as Istio resolves it for a workload's inbound side: a policy whose selector
+ * matches the workload wins over the namespace-wide one (no selector); mode UNSET (or no `mtls`)
+ * inherits from the next level; with nothing set Istio's default is PERMISSIVE. STRICT refuses
+ * plaintext, PERMISSIVE accepts mTLS and plaintext, DISABLE accepts plaintext only. There is no
+ * mesh-wide (root-namespace) level locally, and portLevelMtls is refused at load.
+ */
+import type { Workload } from "./authz.js";
+import type { MeshConfig, PeerAuthentication } from "./config.js";
+
+export type MtlsMode = "STRICT" | "PERMISSIVE" | "DISABLE";
+
+export function mtlsModeFor(config: MeshConfig, workload: Workload): MtlsMode {
+  const inNamespace = config.peerAuthentications.filter(
+    (p) => (p.metadata.namespace ?? config.namespace) === workload.namespace,
+  );
+  const selects = (p: PeerAuthentication) =>
+    Object.entries(p.spec.selector?.matchLabels ?? {}).every(([k, v]) => workload.labels[k] === v);
+  const levels = [
+    inNamespace.find((p) => p.spec.selector && selects(p)),
+    inNamespace.find((p) => !p.spec.selector),
+  ];
+  for (const policy of levels) {
+    const mode = policy?.spec.mtls?.mode;
+    if (mode && mode !== "UNSET") return mode;
+  }
+  return "PERMISSIVE";
+}
