@@ -46,10 +46,11 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
   const limiters = new Map<LocalRateLimit, LocalRateLimiter>();
   // A pushed configuration brings new buckets, as Envoy rebuilds the filter chain.
   const limitersOf = (config: IngressConfig) => {
-    for (const limit of limiters.keys()) if (!config.rateLimits.includes(limit)) limiters.delete(limit);
+    for (const limit of limiters.keys())
+      if (!config.rateLimits.includes(limit)) limiters.delete(limit);
     return config.rateLimits.map((limit) => {
-      let limiter = limiters.get(limit);
-      if (!limiter) limiters.set(limit, (limiter = new LocalRateLimiter(limit)));
+      const limiter = limiters.get(limit) ?? new LocalRateLimiter(limit);
+      limiters.set(limit, limiter);
       return limiter;
     });
   };
@@ -64,20 +65,32 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
       : remote;
     const header = (name: string) => headerOf(headers, name);
 
+    const facts = { path: request.path, method: request.method, header };
+    const route = config.ingressRoutes.find((candidate) => matchesRoute(candidate, facts));
+    // The local rate limit filter runs before the router, with the route's descriptors.
     for (const limiter of limitersOf(config)) {
-      const verdict = limiter.check({ path: request.path, clientAddress: remote, header });
+      const verdict = limiter.check({
+        route: route?.name,
+        path: request.path,
+        method: request.method,
+        authority: header(":authority") ?? header("host"),
+        clientAddress: remote,
+        header,
+      });
       if (verdict.limited) {
         return outbound.reply(
           request,
           verdict.status,
           verdict.body,
-          { response_flags: "RL", response_code_details: "local_rate_limited" },
+          {
+            route_name: route?.name ?? null,
+            response_flags: "RL",
+            response_code_details: "local_rate_limited",
+          },
           verdict.headers,
         );
       }
     }
-    const facts = { path: request.path, method: request.method, header };
-    const route = config.ingressRoutes.find((candidate) => matchesRoute(candidate, facts));
     if (!route) {
       return outbound.reply(request, 404, "", {
         response_flags: "NR",

@@ -62,7 +62,8 @@ const colors: Record<string, number> = {
 };
 
 /** The color of an instance's lines is its service's (payment-v2-0 → payment). */
-const proxyName = (workload: string) => (workload === "istio-ingressgateway" ? "ingress" : workload);
+const proxyName = (workload: string) =>
+  workload === "istio-ingressgateway" ? "ingress" : workload;
 
 function print(name: string, line: string) {
   if (json) {
@@ -70,9 +71,7 @@ function print(name: string, line: string) {
     return;
   }
   const service = name.replace(/(-v\d+)?-\d+$/, "");
-  process.stdout.write(
-    `\x1b[${colors[service] ?? 0}m${name.padEnd(8)}\x1b[0m ${readable(line)}\n`,
-  );
+  process.stdout.write(`\x1b[${colors[service] ?? 0}m${name.padEnd(8)}\x1b[0m ${readable(line)}\n`);
 }
 const record = (name: string, level: string, msg: string, fields: Record<string, unknown>) =>
   print(
@@ -136,11 +135,15 @@ try {
     onRecord(entry) {
       if (!accessLog) return;
       if (json) print("mesh", JSON.stringify({ level: "info", msg: "access", ...entry }));
-      else if (entry.reporter === "source") print(proxyName(entry.source_workload), accessLine(entry));
+      else if (entry.reporter === "source")
+        print(proxyName(entry.source_workload), accessLine(entry));
     },
     onConfig(change) {
       if (change.ok) event("mesh", "configuration pushed", { files: change.files.length });
-      else record("mesh", "warn", "configuration refused; the last good one stays in force", { err: change.message });
+      else
+        record("mesh", "warn", "configuration refused; the last good one stays in force", {
+          err: change.message,
+        });
     },
   });
 } catch (error) {

@@ -34,9 +34,15 @@ const createServerHandle = (net as unknown as { _createServerHandle?: CreateServ
  * Binds a Unix socket at path (replacing a stale one) for a child to listen on: the apps behind
  * their sidecars listen on nothing else, so no other workload reaches them over the network.
  */
-export function reserveUnixSocket(path: string): { readonly path: string; readonly fd: number; release(): void } {
+export function reserveUnixSocket(path: string): {
+  readonly path: string;
+  readonly fd: number;
+  release(): void;
+} {
   if (typeof createServerHandle !== "function") {
-    throw new Error(`Node ${process.version} has no net._createServerHandle, which mesh/local uses to bind the services' sockets`);
+    throw new Error(
+      `Node ${process.version} has no net._createServerHandle, which mesh/local uses to bind the services' sockets`,
+    );
   }
   rmSync(path, { force: true });
   // port -1 and address type -1: a pipe (Unix socket) bound at `path`.

@@ -3,16 +3,21 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { connectPostgres } from "@thinmesh/platform";
+import { prepareEmbeddedDatabases } from "./embedded.js";
 import { issueWorkloadCertificate } from "./identity/index.js";
 import { createIngress } from "./ingress.js";
 import { loadMeshConfig } from "./mesh/index.js";
 import { reservePort, reserveUnixSocket } from "./ports.js";
 import { createAdmin, RecentRecords } from "./sidecar/admin.js";
-import { EndpointRegistry, type Instance, ingressGateway, principalOf } from "./sidecar/instances.js";
+import {
+  EndpointRegistry,
+  type Instance,
+  ingressGateway,
+  principalOf,
+} from "./sidecar/instances.js";
 import { type Sidecars, startSidecars } from "./sidecar/mesh.js";
 import { createOutbound } from "./sidecar/outbound.js";
 import { type AccessRecord, createTelemetry } from "./sidecar/telemetry.js";
-import { prepareEmbeddedDatabases } from "./embedded.js";
 import { type Supervised, type SupervisorEvents, supervise } from "./supervisor.js";
 import { readWorkloads } from "./workloads.js";
 
@@ -160,7 +165,8 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
     if (options.databaseUrl || first === instance) return true;
     notStarted.push({
       instance: instance.id,
-      reason: "PGlite allows one process per database: run with DATABASE_URL to start every instance",
+      reason:
+        "PGlite allows one process per database: run with DATABASE_URL to start every instance",
     });
     return false;
   });
@@ -170,7 +176,10 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
   mkdirSync(socketDir, { recursive: true, mode: 0o700 });
   let sidecars: Sidecars | undefined;
   const endpoints = new EndpointRegistry();
-  const listeners = new Map<string, { fd: number; probe: ProbeTarget; env: Record<string, string> }>();
+  const listeners = new Map<
+    string,
+    { fd: number; probe: ProbeTarget; env: Record<string, string> }
+  >();
   let config = () => loadMeshConfig(meshDir);
   try {
     if (options.bypassSidecars) {
@@ -220,7 +229,9 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
 
   // The ingress gateway: its own identity, its outbound side, the Gateway's listener.
   const gatewayCertificate = sidecars
-    ? await issueWorkloadCertificate(sidecars.ca, { spiffeId: `spiffe://${ingressGateway.principal}` })
+    ? await issueWorkloadCertificate(sidecars.ca, {
+        spiffeId: `spiffe://${ingressGateway.principal}`,
+      })
     : undefined;
   const gatewayOutbound = createOutbound({
     source: ingressGateway,
@@ -351,7 +362,9 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
       instances.flatMap((instance, i) => (instance.app === app ? [processes[i]!] : [])),
     peerUrl(from, to) {
       const instance = instances.find((i) => i.app === from)!;
-      return listeners.get(instance.id)!.env[peerVariable[to]]!.replace(/\/\.well-known\/jwks\.json$/, "");
+      return listeners
+        .get(instance.id)!
+        .env[peerVariable[to]]!.replace(/\/\.well-known\/jwks\.json$/, "");
     },
     readiness: (app) => probe(instances.find((i) => i.app === app)!),
     async ready(timeoutMs = 60_000) {

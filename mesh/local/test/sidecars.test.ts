@@ -143,7 +143,9 @@ describe("identity and mTLS", () => {
 
   it("refuses plaintext under STRICT at the connection, before any HTTP", async () => {
     const port = mesh.sidecars.get("catalog-0")!.inboundPort;
-    await expect(fetch(`http://127.0.0.1:${port}/test.Echo/Hello`, { method: "POST" })).rejects.toThrow();
+    await expect(
+      fetch(`http://127.0.0.1:${port}/test.Echo/Hello`, { method: "POST" }),
+    ).rejects.toThrow();
     expect(apps.get("catalog-0")!.calls).toHaveLength(0);
   });
 
@@ -197,7 +199,8 @@ describe("retries, timeouts and faults", () => {
   });
 
   it("the route timeout answers 504 UT, covering every attempt", async () => {
-    for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.behaviour = () => ({ delayMs: 3_000 });
+    for (const id of ["catalog-0", "catalog-1"])
+      apps.get(id)!.behaviour = () => ({ delayMs: 3_000 });
     const started = performance.now();
     const response = await call("order-0", "catalog", "/test.Echo/Slow");
     const elapsed = performance.now() - started;
@@ -211,14 +214,22 @@ describe("retries, timeouts and faults", () => {
   it("injects an abort (FI, not retried) and a delay (DI)", async () => {
     const fault = (spec: string) => (text: string) =>
       text.replace("    - name: payment\n", `    - name: payment\n      fault:\n${spec}`);
-    await pushed(fault("        abort:\n          httpStatus: 418\n          percentage:\n            value: 100\n"));
+    await pushed(
+      fault(
+        "        abort:\n          httpStatus: 418\n          percentage:\n            value: 100\n",
+      ),
+    );
     const aborted = await call("order-0", "payment", "/test.Echo/Hello");
     expect(aborted.status).toBe(418);
     expect(await aborted.text()).toBe("fault filter abort");
     expect(records.at(-1)?.response_flags).toBe("FI");
     expect(apps.get("payment-0")!.calls.length + apps.get("payment-v2-0")!.calls.length).toBe(0);
 
-    await pushed(fault("        delay:\n          fixedDelay: 300ms\n          percentage:\n            value: 100\n"));
+    await pushed(
+      fault(
+        "        delay:\n          fixedDelay: 300ms\n          percentage:\n            value: 100\n",
+      ),
+    );
     const started = performance.now();
     const delayed = await call("order-0", "payment", "/test.Echo/Hello");
     expect(delayed.status).toBe(200);
@@ -244,7 +255,9 @@ describe("traffic split, live configuration", () => {
     expect(split.v2).toBeGreaterThan(62);
     expect(split.v2).toBeLessThan(138);
 
-    const event = await pushed((text) => text.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"));
+    const event = await pushed((text) =>
+      text.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"),
+    );
     expect(event.ok).toBe(true);
     const after = await count(200);
     expect(after.v2).toBeGreaterThan(60);
@@ -264,7 +277,8 @@ describe("traffic split, live configuration", () => {
 
 describe("circuit breaking", () => {
   it("connection-pool overflow answers 503 UO with x-envoy-overloaded, never retried", async () => {
-    for (const id of ["payment-0", "payment-v2-0"]) apps.get(id)!.behaviour = () => ({ delayMs: 400 });
+    for (const id of ["payment-0", "payment-v2-0"])
+      apps.get(id)!.behaviour = () => ({ delayMs: 400 });
     const responses = await Promise.all(
       Array.from({ length: 6 }, () => call("order-0", "payment", "/test.Echo/Hello")),
     );
@@ -292,7 +306,9 @@ describe("circuit breaking", () => {
     // With every instance failing and allowed to be ejected, Istio's panic threshold of 0
     // leaves nothing to send to.
     await pushed((text) =>
-      text.replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 2").replace("maxEjectionPercent: 50", "maxEjectionPercent: 100"),
+      text
+        .replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 2")
+        .replace("maxEjectionPercent: 50", "maxEjectionPercent: 100"),
     );
     for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.behaviour = () => ({ status: 500 });
     let last: Response | undefined;

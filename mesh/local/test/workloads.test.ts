@@ -27,7 +27,11 @@ function rendered(overlay: string) {
 }
 
 describe("the workloads of an overlay", () => {
-  it.each(["dev", "staging", "prod"])("%s: the same Deployments kubectl kustomize renders", (overlay) => {
+  it.each([
+    "dev",
+    "staging",
+    "prod",
+  ])("%s: the same Deployments kubectl kustomize renders", (overlay) => {
     const ours = readWorkloads(root, overlay)
       .map(({ labels: _labels, ...rest }) => rest)
       .sort((a, b) => a.deployment.localeCompare(b.deployment));

@@ -9,7 +9,8 @@ export class RecentRecords {
   constructor(private readonly capacity = 2_000) {}
   add(record: AccessRecord) {
     this.#records.push(record);
-    if (this.#records.length > this.capacity) this.#records.splice(0, this.#records.length - this.capacity);
+    if (this.#records.length > this.capacity)
+      this.#records.splice(0, this.#records.length - this.capacity);
   }
   list(): readonly AccessRecord[] {
     return this.#records;

@@ -10,7 +10,7 @@ import {
   type WorkloadCertificate,
 } from "../identity/index.js";
 import { MeshConfigError } from "../istio.js";
-import { loadMeshConfig, type MeshConfig, routeFor } from "../mesh/index.js";
+import { loadMeshConfig, type MeshConfig, mtlsModeFor, routeFor } from "../mesh/index.js";
 import { workloadOf } from "../routing.js";
 import { listenerLimits, readDownstream } from "./downstream.js";
 import { createInbound } from "./inbound.js";
@@ -50,24 +50,6 @@ export interface Sidecars {
   gatewayOutbound(certificate: WorkloadCertificate): Outbound;
   ca: Awaited<ReturnType<typeof loadOrCreateCa>>;
   close(): Promise<void>;
-}
-
-/** PeerAuthentication in Istio's precedence: the workload's own policy, then the namespace's. */
-export function peerAuthenticationMode(config: MeshConfig, instance: Instance) {
-  const applicable = config.peerAuthentications.filter(
-    (p) => (p.metadata.namespace ?? config.namespace) === instance.namespace,
-  );
-  const own = applicable.find(
-    (p) =>
-      p.spec.selector &&
-      Object.entries(p.spec.selector.matchLabels ?? {}).every(([k, v]) => instance.labels[k] === v),
-  );
-  const namespaceWide = applicable.find((p) => !p.spec.selector);
-  for (const policy of [own, namespaceWide]) {
-    const mode = policy?.spec.mtls?.mode;
-    if (mode && mode !== "UNSET") return mode;
-  }
-  return "PERMISSIVE" as const; // Istio's default with no policy
 }
 
 /**
@@ -119,7 +101,10 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
         },
       });
       if (!route) {
-        return outbound.reply(request, 404, "", { response_flags: "NR", response_code_details: "route_not_found" });
+        return outbound.reply(request, 404, "", {
+          response_flags: "NR",
+          response_code_details: "route_not_found",
+        });
       }
       await outbound.forward(request, route);
     }, listenerLimits);
@@ -129,14 +114,22 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
   }
 
   for (const instance of options.instances) {
-    let certificate = await issueWorkloadCertificate(ca, { spiffeId: `spiffe://${instance.principal}` });
+    let certificate = await issueWorkloadCertificate(ca, {
+      spiffeId: `spiffe://${instance.principal}`,
+    });
     const appSocket = join(options.socketDir, `${instance.id}.sock`);
     const outbound = outboundFor(
-      { workload: instance.app, version: instance.version, namespace: instance.namespace, principal: instance.principal },
+      {
+        workload: instance.app,
+        version: instance.version,
+        namespace: instance.namespace,
+        principal: instance.principal,
+      },
       () => certificate,
     );
     const outboundUrls: Record<string, string> = {};
-    for (const service of services) outboundUrls[service] = await outboundListener(outbound, service);
+    for (const service of services)
+      outboundUrls[service] = await outboundListener(outbound, service);
 
     const inbound = createInbound({
       instance,
@@ -158,7 +151,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
     });
     closers.push(inbound.close);
     const listener = createInboundListener({
-      mode: () => peerAuthenticationMode(config(), instance),
+      mode: () => mtlsModeFor(config(), instance),
       certificate: () => certificate,
       handler: (req, res, peer) => void inbound.handle(req, res, peer),
     });
@@ -175,7 +168,9 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
     // Keep the workload's certificate fresh well before it expires (Istio rotates at ~half life).
     const renew = setInterval(
       async () => {
-        certificate = await issueWorkloadCertificate(ca, { spiffeId: `spiffe://${instance.principal}` });
+        certificate = await issueWorkloadCertificate(ca, {
+          spiffeId: `spiffe://${instance.principal}`,
+        });
       },
       6 * 60 * 60 * 1000,
     );
@@ -195,7 +190,9 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
           options.onConfig?.({ ok: true, files: current.files });
         } catch (error) {
           const message =
-            error instanceof MeshConfigError ? error.message : `cannot load ${options.meshDir}: ${(error as Error).message}`;
+            error instanceof MeshConfigError
+              ? error.message
+              : `cannot load ${options.meshDir}: ${(error as Error).message}`;
           options.onConfig?.({ ok: false, message });
         }
       }, 100);

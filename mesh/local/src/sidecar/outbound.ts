@@ -4,8 +4,8 @@ import type { WorkloadCertificate } from "../identity/index.js";
 import { mutualTlsSession } from "../identity/index.js";
 import {
   backoffMs,
-  chooseFault,
   ConnectionPool,
+  chooseFault,
   EndpointPicker,
   isOverflow,
   type MeshConfig,
@@ -16,7 +16,7 @@ import {
   type TrafficPolicy,
   trafficPolicyFor,
 } from "../mesh/index.js";
-import { localReply as sendLocalReply, type ProxiedRequest } from "./downstream.js";
+import { type ProxiedRequest, localReply as sendLocalReply } from "./downstream.js";
 import type { Endpoint, EndpointRegistry } from "./instances.js";
 import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
 import { relayResponse, SessionPool, sendUpstream } from "./upstream.js";
@@ -48,7 +48,8 @@ export const localReply = {
   noHealthyUpstream: "no healthy upstream",
   connectFailure:
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-  reset: "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+  reset:
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
   overflow: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
   timeout: "upstream request timeout",
   faultAbort: "fault filter abort",
@@ -199,7 +200,10 @@ export function createOutbound(options: OutboundOptions) {
       const fresh = eligible.filter((e) => !tried.has(e.instance.id));
       const pool = fresh.length ? fresh : eligible;
       const chosen = cluster.picker.pick(
-        pool.map((e) => ({ id: e.instance.id, activeRequests: cluster.active.get(e.instance.id) ?? 0 })),
+        pool.map((e) => ({
+          id: e.instance.id,
+          activeRequests: cluster.active.get(e.instance.id) ?? 0,
+        })),
         random,
       );
       const endpoint = pool.find((e) => e.instance.id === chosen?.id) ?? pool[0]!;
@@ -218,7 +222,11 @@ export function createOutbound(options: OutboundOptions) {
           request,
           503,
           localReply.overflow,
-          { ...target, response_flags: [...flags, "UO"].join(","), response_code_details: "overflow" },
+          {
+            ...target,
+            response_flags: [...flags, "UO"].join(","),
+            response_code_details: "overflow",
+          },
           { "x-envoy-overloaded": "true" },
         );
       }
@@ -329,7 +337,11 @@ export function createOutbound(options: OutboundOptions) {
         result.kind === "connect-failure" ? localReply.connectFailure : localReply.reset,
         {
           ...target,
-          response_flags: [...flags, result.kind === "connect-failure" ? "UF" : "UC", ...(exhausted ? ["URX"] : [])].join(","),
+          response_flags: [
+            ...flags,
+            result.kind === "connect-failure" ? "UF" : "UC",
+            ...(exhausted ? ["URX"] : []),
+          ].join(","),
           response_code_details:
             result.kind === "connect-failure"
               ? "upstream_reset_before_response_started{connection_failure}"
@@ -349,4 +361,3 @@ export function createOutbound(options: OutboundOptions) {
 }
 
 export type Outbound = ReturnType<typeof createOutbound>;
-

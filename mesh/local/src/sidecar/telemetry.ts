@@ -54,7 +54,12 @@ export interface RequestFacts {
   req: {
     httpVersion: string;
     headers: Record<string, string | string[] | undefined>;
-    socket?: { localAddress?: string; localPort?: number; remoteAddress?: string; remotePort?: number } | null;
+    socket?: {
+      localAddress?: string;
+      localPort?: number;
+      remoteAddress?: string;
+      remotePort?: number;
+    } | null;
   };
   method: string;
   path: string;
@@ -72,7 +77,8 @@ const address = (host?: string, port?: number) => (host ? `${host}:${port}` : nu
 /** An access record for a request, the reporting proxy's fields given. */
 export function accessRecord(
   request: RequestFacts,
-  fields: Partial<AccessRecord> & Pick<AccessRecord, "reporter" | "source_workload" | "source_version">,
+  fields: Partial<AccessRecord> &
+    Pick<AccessRecord, "reporter" | "source_workload" | "source_version">,
 ): AccessRecord {
   const socket = request.req.socket;
   return {

@@ -94,7 +94,8 @@ export function sendUpstream(
     stream.on("close", () => {
       if (!settled) {
         settle({
-          kind: stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? "refused-stream" : "reset",
+          kind:
+            stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? "refused-stream" : "reset",
           reason: `stream closed before headers (code ${stream.rstCode})`,
         });
       }
