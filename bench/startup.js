@@ -64,7 +64,15 @@ async function npmStart(dir, env) {
   });
   const exited = new Promise((resolve) => child.on("exit", resolve));
   while (!output.includes("thinmesh is ready")) {
-    if (child.exitCode !== null) throw new Error(`npm start failed:\n${output.slice(-3000)}`);
+    if (child.exitCode !== null) {
+      // An older build gave up after 60 s on a loaded machine (and exited 0): a figure too.
+      const cause = output
+        .trim()
+        .split("\n")
+        .filter((l) => !/^(stopping|\s*$)/.test(l))
+        .at(-1);
+      return { failedMs: performance.now() - started, cause };
+    }
     if (performance.now() - started > 300_000) {
       process.kill(-child.pid, "SIGINT");
       throw new Error(`npm start not ready within 300 s:\n${output.slice(-3000)}`);
@@ -89,6 +97,10 @@ async function npmStart(dir, env) {
 }
 
 function row(label, result) {
+  if (result.failedMs !== undefined) {
+    console.log(`${label.padEnd(30)} failed after ${seconds(result.failedMs)}: ${result.cause}`);
+    return;
+  }
   const total = Object.values(result.rss).reduce((a, b) => a + b, 0);
   const perProcess = ["mesh/local", ...services]
     .map((name) => `${String(Math.round(result.rss[name])).padStart(5)}`)
