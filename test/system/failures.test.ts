@@ -123,6 +123,29 @@ describe("a start that cannot succeed", () => {
   });
 });
 
+describe("npm start -- --help", () => {
+  it("lists every setting, and an unknown argument is refused with it", async () => {
+    const help = spawnNode(["mesh/local/dist/main.js", "--help"], {});
+    expect(await help.exited).toBe(0);
+    for (const variable of [
+      "THINMESH_INGRESS_PORT",
+      "THINMESH_READY_TIMEOUT_S",
+      "DATABASE_URL",
+      "THINMESH_DB_PREFIX",
+      "THINMESH_DATA_DIR",
+      "THINMESH_ACCESS_LOG",
+      "THINMESH_NODE_ARGS",
+      "LOG_LEVEL",
+      "THINMESH_URL",
+    ]) {
+      expect(help.output()).toContain(variable);
+    }
+    const wrong = spawnNode(["mesh/local/dist/main.js", "--jsno"], {});
+    expect(await wrong.exited).toBe(2);
+    expect(wrong.output()).toContain("unknown argument --jsno");
+  });
+});
+
 describe("when npm start dies", () => {
   it("no service outlives it, even after SIGKILL", async () => {
     const shop = start({});

@@ -64,6 +64,8 @@ const rpc = async (base: string, path: string, body: unknown, token?: string) =>
 describe("npm start", () => {
   it("prints how to call the services", () => {
     expect(started.output()).toContain(`curl -s ${ingress}/shop.auth.v1.AuthService/Register`);
+    // Not on the default port: the demo hint says where the shop is.
+    expect(started.output()).toContain(`THINMESH_URL=${ingress} npm run demo`);
   });
 
   it("lets a newcomer register, log in and list products, and the JWKS verifies the token", async () => {

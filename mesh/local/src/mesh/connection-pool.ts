@@ -50,13 +50,13 @@ export class ConnectionPool {
   }
 
   /**
-   * A lease for one request, a promise of one when it has to queue (the signal, e.g. the route
-   * timeout, takes it out of the queue again), or an overflow.
+   * A lease for one request (settled at once when a connection is free, later when it has to
+   * queue: the signal, e.g. the route timeout, takes it out of the queue again), or an overflow.
    */
-  acquire(protocol: "http1" | "http2", signal?: AbortSignal): Lease | Promise<Lease> | Overflow {
+  acquire(protocol: "http1" | "http2", signal?: AbortSignal): Promise<Lease> | Overflow {
     if (this.#activeRequests >= this.settings.http2MaxRequests) return OVERFLOW;
-    if (protocol === "http2") return this.#lease(false);
-    if (this.#activeHttp1 < this.settings.maxConnections) return this.#lease(true);
+    if (protocol === "http2") return Promise.resolve(this.#lease(false));
+    if (this.#activeHttp1 < this.settings.maxConnections) return Promise.resolve(this.#lease(true));
     if (this.#pending.length >= this.settings.http1MaxPendingRequests) return OVERFLOW;
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
