@@ -31,7 +31,13 @@ describe("what the repository declares", () => {
   it("declares in config/subscriptions.yaml exactly the producers the services' code names", () => {
     expect(repoFacts().declaredProducers).toEqual(repoFacts().producers);
     const facts = repoFacts();
-    const wrong = { ...facts, declaredProducers: new Map([...facts.declaredProducers, ["shop.events.v1.PaymentCaptured", "order"]]) };
+    const wrong = {
+      ...facts,
+      declaredProducers: new Map([
+        ...facts.declaredProducers,
+        ["shop.events.v1.PaymentCaptured", "order"],
+      ]),
+    };
     expect(expectedEdges(built("dev"), wrong).findings.map((f) => f.message)).toEqual([
       "config/subscriptions.yaml says order produces shop.events.v1.PaymentCaptured, but payment does",
     ]);

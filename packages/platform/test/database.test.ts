@@ -1,6 +1,4 @@
 import { existsSync, readFileSync } from "node:fs";
-import type { AddressInfo } from "node:net";
-import { connect, createServer, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
