@@ -204,7 +204,10 @@ describe("path normalisation at the ingress", () => {
     }
     const normalized = `${order}/GetOrder?page=2&next=/../x`;
     expect(received.map((r) => r.target)).toEqual([normalized, normalized]);
-    expect(hops.at(-1)).toMatchObject({ path: `${order}/GetOrder`, response_code_details: "via_upstream" });
+    expect(hops.at(-1)).toMatchObject({
+      path: `${order}/GetOrder`,
+      response_code_details: "via_upstream",
+    });
   });
 
   it.each([
