@@ -5,6 +5,7 @@ import {
   defaultMaxRequestBytes,
   forwardableHeaders,
   readRequestBody,
+  responseCompleted,
 } from "../forward.js";
 import { normalizeRequestTarget } from "../http-path.js";
 import { newRequestId } from "./upstream.js";
@@ -153,6 +154,17 @@ export async function readDownstream(
     target: normalized.target,
     body: read.body,
   };
+}
+
+/** Aborts when the client's connection or stream closes before its answer was written. */
+export function downstreamGone(request: Pick<ProxiedRequest, "res">): AbortSignal {
+  const gone = new AbortController();
+  const { res } = request;
+  if (res.destroyed && !responseCompleted(res)) gone.abort();
+  res.once("close", () => {
+    if (!responseCompleted(res)) gone.abort();
+  });
+  return gone.signal;
 }
 
 /** One header's value as a string (repeated ones joined), for matchers. */

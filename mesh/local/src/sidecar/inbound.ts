@@ -5,6 +5,7 @@ import { authorize, createRequestAuthenticator, type MeshConfig } from "../mesh/
 import {
   type DownstreamRequest,
   type DownstreamResponse,
+  downstreamGone,
   headerOf,
   listenerLimits,
   localReply,
@@ -14,7 +15,7 @@ import {
 import type { EndpointRegistry, Instance } from "./instances.js";
 import { ingressGateway } from "./instances.js";
 import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
-import { relayResponse, SessionPool, sendUpstream } from "./upstream.js";
+import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 export interface InboundOptions {
   instance: Instance;
@@ -147,13 +148,23 @@ export function createInbound(options: InboundOptions) {
     else headers["x-forwarded-client-cert"] = xfcc;
 
     const sentAt = performance.now();
+    const downstream = downstreamGone(request);
     const result = await sendUpstream(app.get("app"), {
       method: request.method,
       path: request.target,
       authority: header(":authority") ?? header("host") ?? `${instance.app}:8080`,
       headers,
       body: request.body,
+      signal: downstream,
     });
+    if (downstream.aborted) {
+      if (result.kind === "response") result.stream.close(http2.constants.NGHTTP2_CANCEL);
+      return record(request, peer, {
+        response_code: 0,
+        response_flags: "DC",
+        response_code_details: "downstream_remote_disconnect",
+      });
+    }
     if (result.kind !== "response") {
       app.drop("app");
       reply(
@@ -169,10 +180,10 @@ export function createInbound(options: InboundOptions) {
         upstream_transport_failure_reason: "reason" in result ? result.reason : null,
       });
     }
-    relayResponse(req, res, result, (bytes, grpcStatus, error) =>
+    relayResponse(req, res, result, (bytes, grpcStatus, ending) =>
       record(request, peer, {
         response_code: result.status,
-        response_flags: error ? "UPE" : "-",
+        response_flags: relayEndFlags[ending].join(",") || "-",
         bytes_sent: bytes,
         upstream_service_time: Math.round(performance.now() - sentAt),
         grpc_status: grpcStatus,

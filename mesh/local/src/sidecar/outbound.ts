@@ -16,10 +16,10 @@ import {
   type TrafficPolicy,
   trafficPolicyFor,
 } from "../mesh/index.js";
-import { type ProxiedRequest, localReply as sendLocalReply } from "./downstream.js";
+import { downstreamGone, type ProxiedRequest, localReply as sendLocalReply } from "./downstream.js";
 import type { Endpoint, EndpointRegistry } from "./instances.js";
 import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
-import { relayResponse, SessionPool, sendUpstream } from "./upstream.js";
+import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 /** Who is calling: a workload instance's outbound side, or the ingress gateway. */
 export interface Source {
@@ -177,6 +177,17 @@ export function createOutbound(options: OutboundOptions) {
 
     const labels = subset ? subsetLabels(config, host, subset) : {};
     const deadline = route.timeoutMs ? AbortSignal.timeout(route.timeoutMs) : undefined;
+    // A client that goes away before its answer cancels the upstream call (Envoy resets the
+    // upstream stream and logs DC), so an abandoned request holds no connection or slot.
+    const downstream = downstreamGone(request);
+    const cancel = deadline ? AbortSignal.any([deadline, downstream]) : downstream;
+    const disconnected = (fields: Partial<AccessRecord>) =>
+      record(request, {
+        ...fields,
+        response_code: 0,
+        response_flags: [...flags, "DC"].join(","),
+        response_code_details: "downstream_remote_disconnect",
+      });
     const tried = new Set<string>();
     const flags = [...faultFlags];
     const retry = route.retry;
@@ -216,7 +227,7 @@ export function createOutbound(options: OutboundOptions) {
         destination_principal: endpoint.instance.principal,
       };
 
-      const lease = cluster.pool.acquire("http2", deadline);
+      const lease = cluster.pool.acquire("http2", cancel);
       if (isOverflow(lease)) {
         return reply(
           request,
@@ -234,8 +245,9 @@ export function createOutbound(options: OutboundOptions) {
       try {
         held = await lease;
       } catch {
-        // Queued for a connection until the route timeout.
+        // Queued for a connection until the route timeout (or the client left).
         if (retrying) cluster.pool.retryFinished();
+        if (downstream.aborted) return disconnected(target);
         return reply(request, 504, localReply.timeout, {
           ...target,
           response_flags: [...flags, "UT"].join(","),
@@ -258,9 +270,15 @@ export function createOutbound(options: OutboundOptions) {
         headers: { ...request.headers, "x-envoy-attempt-count": String(attempt) },
         body: request.body,
         ...(retry.perTryTimeoutMs ? { timeoutMs: retry.perTryTimeoutMs } : {}),
-        ...(deadline ? { signal: deadline } : {}),
+        signal: cancel,
       });
       const routeTimedOut = deadline?.aborted ?? false;
+
+      if (downstream.aborted) {
+        release();
+        if (result.kind === "response") result.stream.close(http2.constants.NGHTTP2_CANCEL);
+        return disconnected(target);
+      }
 
       if (result.kind === "response") {
         cluster.outliers?.record(id, { status: result.status });
@@ -296,6 +314,10 @@ export function createOutbound(options: OutboundOptions) {
         retrying = true;
         if (result.kind === "response") result.stream.close();
         await sleep(backoffMs(attempt, random));
+        if (downstream.aborted) {
+          cluster.pool.retryFinished();
+          return disconnected(target);
+        }
         if (deadline?.aborted) {
           cluster.pool.retryFinished();
           return reply(request, 504, localReply.timeout, {
@@ -310,12 +332,14 @@ export function createOutbound(options: OutboundOptions) {
       const exhausted = attempt > 1 && shouldRetry(retry, outcome);
       if (result.kind === "response") {
         if (exhausted) flags.push("URX");
-        relayResponse(request.req, request.res, result, (bytes, grpcStatus, error) => {
+        relayResponse(request.req, request.res, result, (bytes, grpcStatus, ending) => {
           release();
+          // After the headers went out, a reset upstream is UC and a client gone is DC; the
+          // status stays what the client was sent.
           record(request, {
             ...target,
             response_code: result.status,
-            response_flags: [...flags, ...(error ? ["UPE"] : [])].join(",") || "-",
+            response_flags: [...flags, ...relayEndFlags[ending]].join(",") || "-",
             bytes_sent: bytes,
             upstream_service_time: Math.round(performance.now() - sentAt),
             grpc_status: grpcStatus,

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import http2 from "node:http2";
-import { forwardableHeaders } from "../forward.js";
+import { forwardableHeaders, responseCompleted } from "../forward.js";
 
 /**
  * One request to an upstream over an HTTP/2 session (mTLS to another proxy's inbound side, or
@@ -136,19 +136,36 @@ export class SessionPool {
   }
 }
 
+/** How a relayed response ended: whole, cut by the upstream, or abandoned by the client. */
+export type RelayEnding = "complete" | "upstream-reset" | "downstream-gone";
+
+/** Envoy's response flags for each ending: UC upstream connection termination, DC downstream. */
+export const relayEndFlags: Record<RelayEnding, string[]> = {
+  complete: [],
+  "upstream-reset": ["UC"],
+  "downstream-gone": ["DC"],
+};
+
 /**
  * Streams an accepted upstream response to the downstream client: status, headers, body and,
- * to an HTTP/2 client, trailers (gRPC's status). done reports the body's size and gRPC status.
+ * to an HTTP/2 client, trailers (gRPC's status). done reports, once, the body's size, the gRPC
+ * status and how the response ended.
  */
 export function relayResponse(
   req: http.IncomingMessage | http2.Http2ServerRequest,
   res: http.ServerResponse | http2.Http2ServerResponse,
   result: Extract<UpstreamResult, { kind: "response" }>,
-  done: (bytes: number, grpcStatus: string | null, error?: string) => void,
+  done: (bytes: number, grpcStatus: string | null, ending: RelayEnding) => void,
 ) {
-  res.writeHead(result.status, forwardableHeaders(result.headers));
+  let finished = false;
   let bytes = 0;
   let grpcStatus = (result.headers["grpc-status"] as string | undefined) ?? null;
+  const finish = (ending: RelayEnding) => {
+    if (finished) return;
+    finished = true;
+    done(bytes, grpcStatus, ending);
+  };
+  res.writeHead(result.status, forwardableHeaders(result.headers));
   result.stream.on("data", (chunk: Buffer) => {
     bytes += chunk.length;
   });
@@ -158,15 +175,26 @@ export function relayResponse(
       (res as http2.Http2ServerResponse).addTrailers(forwardableHeaders(trailers));
     }
   });
-  // pipe() keeps to the slower side's pace and ends the response after the trailers.
-  result.stream.pipe(res as unknown as NodeJS.WritableStream);
-  result.stream.on("end", () => done(bytes, grpcStatus));
-  result.stream.on("error", (error) => {
-    res.destroy?.();
-    done(bytes, grpcStatus, error.message);
+  // pipe() keeps to the slower side's pace. The response ends only once the upstream stream
+  // closed cleanly: Node ends the readable side on a reset too (a dropped connection, a
+  // RST_STREAM), and the client must not take a truncated body for a whole one.
+  result.stream.pipe(res as unknown as NodeJS.WritableStream, { end: false });
+  const upstreamCut = () => {
+    if (finished) return;
+    res.destroy();
+    finish("upstream-reset");
+  };
+  result.stream.on("error", upstreamCut);
+  result.stream.on("close", () => {
+    const clean =
+      result.stream.readableEnded && result.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR;
+    if (clean) res.end();
+    else upstreamCut();
   });
   res.on("close", () => {
+    if (responseCompleted(res)) return finish("complete");
     if (!result.stream.closed) result.stream.close(http2.constants.NGHTTP2_CANCEL);
+    finish("downstream-gone");
   });
 }
 
