@@ -60,14 +60,21 @@ export function parseXfcc(header: string): XfccElement[] {
   return elements;
 }
 
+/** Who called, as this workload's inbound sidecar verified it; principals without spiffe://. */
+export interface PeerIdentity {
+  /** The immediate caller's principal, e.g. cluster.local/ns/shop/sa/order. */
+  caller: string;
+  /** This workload's own principal (the element's By), when the proxy wrote it. */
+  self: string | undefined;
+}
+
 /**
- * The Istio principal (cluster.local/ns/shop/sa/order) of the immediate caller: the URI of the
- * LAST XFCC element, the one this workload's inbound sidecar appended after verifying the
- * caller's certificate (earlier elements were written by proxies further away). Undefined with
- * no header, a malformed one, or no SPIFFE URI. Trust it only behind a sidecar that sanitises
- * XFCC on plaintext connections, as Istio's does.
+ * The immediate caller's identity from the LAST XFCC element, the one this workload's inbound
+ * sidecar appended after verifying the caller's certificate (earlier elements were written by
+ * proxies further away). Undefined with no header, a malformed one, or no SPIFFE URI. Trust it
+ * only behind a sidecar that sanitises XFCC on plaintext connections, as Istio's does.
  */
-export function callerPrincipal(headers: Headers): string | undefined {
+export function peerIdentity(headers: Headers): PeerIdentity | undefined {
   const header = headers.get(xfccHeader);
   if (!header) return undefined;
   let elements: XfccElement[];
@@ -76,9 +83,21 @@ export function callerPrincipal(headers: Headers): string | undefined {
   } catch {
     return undefined;
   }
-  const uri = elements.at(-1)?.uri;
-  if (!uri?.startsWith("spiffe://") || uri.length === "spiffe://".length) return undefined;
-  return uri.slice("spiffe://".length);
+  const last = elements.at(-1);
+  const caller = principalOf(last?.uri);
+  return caller ? { caller, self: principalOf(last?.by) } : undefined;
+}
+
+/** The Istio principal (cluster.local/ns/shop/sa/order) of the immediate caller. */
+export function callerPrincipal(headers: Headers): string | undefined {
+  return peerIdentity(headers)?.caller;
+}
+
+function principalOf(spiffeId: string | undefined) {
+  if (!spiffeId?.startsWith("spiffe://") || spiffeId.length === "spiffe://".length) {
+    return undefined;
+  }
+  return spiffeId.slice("spiffe://".length);
 }
 
 function splitOutsideQuotes(text: string, separator: string): string[] {

@@ -19,8 +19,11 @@ export interface OnePortServerOptions {
 
 export interface OnePortServer {
   listen(port: number, host: string): Promise<AddressInfo>;
-  /** Listens on a socket its parent process bound and passed as a file descriptor. */
-  listenOnFd(fd: number): Promise<AddressInfo>;
+  /**
+   * Listens on a socket its parent process bound and passed as a file descriptor: a TCP port
+   * (its address) or a Unix socket (its path, or null when the OS does not say).
+   */
+  listenOnFd(fd: number): Promise<AddressInfo | string | null>;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -64,8 +67,11 @@ export type HttpHandler = (
 
 export interface DualProtocolServer {
   listen(port: number, host: string): Promise<AddressInfo>;
-  /** Listens on a socket its parent process bound and passed as a file descriptor. */
-  listenOnFd(fd: number): Promise<AddressInfo>;
+  /**
+   * Listens on a socket its parent process bound and passed as a file descriptor: a TCP port
+   * (its address) or a Unix socket (its path, or null when the OS does not say).
+   */
+  listenOnFd(fd: number): Promise<AddressInfo | string | null>;
   /** Requests being handled right now. */
   inFlight(): number;
   /**
@@ -170,16 +176,16 @@ export function createDualProtocolServer(
   tcp.on("listening", () => h1.emit("listening"));
 
   const listenOn = (target: { port: number; host: string } | { fd: number }) =>
-    new Promise<AddressInfo>((resolve, reject) => {
+    new Promise<AddressInfo | string | null>((resolve, reject) => {
       tcp.once("error", reject);
       tcp.listen(target, () => {
         tcp.off("error", reject);
-        resolve(tcp.address() as AddressInfo);
+        resolve(tcp.address());
       });
     });
 
   return {
-    listen: (port, host) => listenOn({ port, host }),
+    listen: async (port, host) => (await listenOn({ port, host })) as AddressInfo,
     listenOnFd: (fd) => listenOn({ fd }),
     inFlight: () => inFlight,
     async close(graceMs, onDrained) {

@@ -1,3 +1,4 @@
+import type { AddressInfo } from "node:net";
 import type { DescMessage, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
@@ -13,7 +14,7 @@ import { deadLetterRoutes } from "./events/dead-letters.js";
 import { createRelay, type Relay } from "./events/relay.js";
 import { startPruning } from "./events/retention.js";
 import { createEventSink, type EventHandler } from "./events/sink.js";
-import { loadSubscriptions, type Subscriptions } from "./events/subscriptions.js";
+import { loadProducers, loadSubscriptions, type Subscriptions } from "./events/subscriptions.js";
 import {
   contextInterceptor,
   observeInterceptor,
@@ -88,8 +89,8 @@ export interface ServiceDefinition<
 }
 
 export interface RunningService<TSchema extends Record<string, unknown> = Record<string, unknown>> {
+  /** Where it listens: http://host:port, or unix:<path> behind a local sidecar. */
   url: string;
-  port: number;
   logger: Logger;
   database: Database<TSchema>;
   /**
@@ -154,6 +155,7 @@ export async function startService<
     const sink = createEventSink(parts.events.bus, parts.events.consumes, {
       logger: logger.child({ component: "event-sink" }),
       metrics,
+      producers: loadProducers(config.EVENT_SUBSCRIPTIONS_FILE),
     });
     rpc.push(bind(EventSinkService, sink, { deliver: "internal" }));
   }
@@ -205,8 +207,7 @@ export async function startService<
     config.LISTEN_FD === undefined
       ? await server.listen(config.PORT, config.HOST)
       : await server.listenOnFd(config.LISTEN_FD);
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${address.port}`;
+  const url = listeningUrl(address, config.LISTEN_FD);
   logger.info({ url, database: database.kind }, "listening; waiting for the database");
 
   const ready = runWithContext(newContext(), async () => {
@@ -240,7 +241,6 @@ export async function startService<
 
   return {
     url,
-    port: address.port,
     logger,
     database,
     ready,
@@ -378,4 +378,13 @@ export async function runMain<
   // by SIGKILL, the channel closes, and this service must not outlive it.
   if (process.channel)
     process.once("disconnect", () => shutdown("disconnect: the parent process is gone"));
+}
+
+/** Where the service listens, for its log lines: a URL, or the Unix socket it was handed. */
+function listeningUrl(address: AddressInfo | string | null, fd: number | undefined) {
+  if (address === null || typeof address === "string") {
+    return `unix:${address || `fd ${fd}`}`;
+  }
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${address.port}`;
 }

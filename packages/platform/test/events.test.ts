@@ -388,6 +388,7 @@ describe("a delivery of several events", () => {
     handle: Parameters<typeof on<typeof OrderPlacedSchema>>[1],
     metrics?: Metrics,
     sinkLogger = logger,
+    producers?: ReadonlyMap<string, string>,
   ) {
     const bus = createEventBus({
       source: "consumer",
@@ -398,12 +399,59 @@ describe("a delivery of several events", () => {
     const sink = createEventSink(bus, [on(OrderPlacedSchema, handle)], {
       logger: sinkLogger,
       metrics,
+      producers,
     });
-    return async (events: Event[]) =>
-      sink.deliver(create(DeliverRequestSchema, { events }), {} as never);
+    return async (events: Event[], requestHeader = new Headers()) =>
+      sink.deliver(create(DeliverRequestSchema, { events }), { requestHeader } as never);
   }
   const placedAbout = (subject: string, orderId: string) =>
     buildEventEnvelope(OrderPlacedSchema, { orderId }, { source: "producer", subject });
+
+  it("accepts an event type only from its producer's mesh identity, when the sidecar names it", async () => {
+    const applied: string[] = [];
+    const deliver = inProcessSink(
+      async (placed) => {
+        applied.push(placed.orderId);
+      },
+      undefined,
+      logger,
+      new Map([[OrderPlacedSchema.typeName, "order"]]),
+    );
+    // What the consumer's inbound sidecar appends after verifying the caller's certificate.
+    const from = (sa: string) =>
+      new Headers({
+        "x-forwarded-client-cert": `By=spiffe://cluster.local/ns/shop/sa/catalog;URI=spiffe://cluster.local/ns/shop/sa/${sa}`,
+      });
+    const forged = placedAbout("f", "forged");
+    const { results } = await deliver([forged], from("payment"));
+    expect(results).toMatchObject([
+      {
+        eventId: forged.id,
+        error: {
+          code: "permission_denied",
+          message:
+            "shop.events.v1.OrderPlaced events are accepted only from cluster.local/ns/shop/sa/order, not from cluster.local/ns/shop/sa/payment",
+        },
+      },
+    ]);
+    // Another namespace's "order" is not the producer either.
+    const elsewhere = new Headers({
+      "x-forwarded-client-cert":
+        "By=spiffe://cluster.local/ns/shop/sa/catalog;URI=spiffe://cluster.local/ns/dev/sa/order",
+    });
+    expect((await deliver([placedAbout("e", "elsewhere")], elsewhere)).results).toMatchObject([
+      { error: { code: "permission_denied" } },
+    ]);
+    const genuine = placedAbout("g", "genuine");
+    expect((await deliver([genuine], from("order"))).results).toMatchObject([
+      { eventId: genuine.id, duplicate: false, error: undefined },
+    ]);
+    // Without a sidecar's header (a test, or the benchmark's bypass) there is no identity to
+    // check: the AuthorizationPolicies and the private sockets are the guard then.
+    const unchecked = placedAbout("u", "unchecked");
+    expect((await deliver([unchecked])).results).toMatchObject([{ error: undefined }]);
+    expect(applied).toEqual(["genuine", "unchecked"]);
+  });
 
   it("applies events about one subject in order, those about others alongside", async () => {
     const steps: string[] = [];

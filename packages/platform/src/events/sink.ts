@@ -15,8 +15,10 @@ import { rowsOf, writeAtCommit } from "../database.js";
 import { toConnectError } from "../interceptors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { type PeerIdentity, peerIdentity } from "../peer-identity.js";
 import type { AnyExecutor, EventBus, Publish } from "./bus.js";
 import { inbox } from "./schema.js";
+import type { Producers } from "./subscriptions.js";
 
 export interface EventContext {
   /** The transaction the effect must use; the inbox record commits with it. */
@@ -81,6 +83,12 @@ export interface EventSinkOptions {
    * orders; Postgres would break that deadlock only after deadlock_timeout (1 s by default).
    */
   batchLockTimeoutMs?: number;
+  /**
+   * Event type → the service that produces it (config/subscriptions.yaml). When the caller's
+   * mesh identity is known (the x-forwarded-client-cert the inbound sidecar sets), an event
+   * type is accepted only from its producer's ServiceAccount in this workload's namespace.
+   */
+  producers?: Producers | undefined;
 }
 
 interface Applicable {
@@ -255,14 +263,16 @@ export function createEventSink(
   }
 
   return {
-    async deliver(request) {
+    async deliver(request, context) {
       const results = request.events.map((event) =>
         create(DeliveryResultSchema, { eventId: event.id }),
       );
       const outcomes: InboxOutcome[] = [];
       const applicable: Applicable[] = [];
+      const peer = peerIdentity(context.requestHeader);
       request.events.forEach((event, index) => {
         try {
+          if (peer && options.producers) checkProducer(event, peer, options.producers);
           applicable.push({ index, event, ...decode(event, byType) });
         } catch (error) {
           results[index]!.error = errorOf(error);
@@ -295,6 +305,29 @@ export function createEventSink(
       return answer(request.events, results, outcomes);
     },
   };
+}
+
+/**
+ * Refuses (permission_denied) an event delivered by another mesh identity than its type's
+ * producer: a forged event, whatever it says of itself. The producer's principal is its
+ * ServiceAccount in this workload's own trust domain and namespace.
+ */
+function checkProducer(event: Event, peer: PeerIdentity, producers: Producers) {
+  const producer = producers.get(event.type);
+  if (!producer) {
+    throw new ConnectError(
+      `no producer is declared for ${event.type} events (config/subscriptions.yaml, producers)`,
+      Code.PermissionDenied,
+    );
+  }
+  const expected = peer.self?.replace(/\/sa\/[^/]+$/, `/sa/${producer}`);
+  const accepted = expected ? peer.caller === expected : peer.caller.endsWith(`/sa/${producer}`);
+  if (!accepted) {
+    throw new ConnectError(
+      `${event.type} events are accepted only from ${expected ?? `ServiceAccount ${producer}`}, not from ${peer.caller}`,
+      Code.PermissionDenied,
+    );
+  }
 }
 
 /** The event's handler and payload, or invalid_argument: no retry will make it acceptable. */
