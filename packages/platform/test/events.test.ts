@@ -443,13 +443,12 @@ describe("a delivery of several events", () => {
       { error: { code: "permission_denied" } },
     ]);
     const genuine = placedAbout("g", "genuine");
-    expect((await deliver([genuine], from("order"))).results).toMatchObject([
-      { eventId: genuine.id, duplicate: false, error: undefined },
-    ]);
+    const accepted = await deliver([genuine], from("order"));
+    expect(accepted.results.map((r) => [r.eventId, r.error])).toEqual([[genuine.id, undefined]]);
     // Without a sidecar's header (a test, or the benchmark's bypass) there is no identity to
     // check: the AuthorizationPolicies and the private sockets are the guard then.
     const unchecked = placedAbout("u", "unchecked");
-    expect((await deliver([unchecked])).results).toMatchObject([{ error: undefined }]);
+    expect((await deliver([unchecked])).results.map((r) => r.error)).toEqual([undefined]);
     expect(applied).toEqual(["genuine", "unchecked"]);
   });
 
