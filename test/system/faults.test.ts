@@ -77,7 +77,8 @@ let load: OrderLoad;
 const providerCalls = new Map<string, number>();
 /** Processes that exited without being killed by the test (a crash), and when. */
 const crashes: { phase: string; line: string }[] = [];
-const expectedExits = new Set<WorkloadName>();
+/** The processes (instance ids: payment-0) the test killed, until their exit is seen. */
+const expectedExits = new Set<string>();
 let currentPhase = "start";
 const recentLines: string[] = [];
 
@@ -89,8 +90,7 @@ function onLine(name: string, line: string) {
     if (orderId) providerCalls.set(orderId, (providerCalls.get(orderId) ?? 0) + 1);
   }
   if (line.includes('"supervisor":"process exited; restarting"')) {
-    const workload = name as WorkloadName;
-    if (expectedExits.has(workload)) expectedExits.delete(workload);
+    if (expectedExits.has(name)) expectedExits.delete(name);
     else {
       // The cause is usually the process's last error line (an uncaught exception).
       const cause = recentLines.findLast((l) => l.startsWith(`${name} `) && /Error/.test(l));
@@ -124,7 +124,7 @@ async function kill(names: readonly WorkloadName[]) {
     if (pid === undefined) throw new Error(`${name} has no running process to kill`);
     return pid;
   });
-  for (const name of names) expectedExits.add(name);
+  for (const name of names) expectedExits.add(processOf(name).name);
   for (const pid of pids) process.kill(pid, "SIGKILL");
   await Promise.all(names.map((name, i) => waitRestarted(shop, name, pids[i]!)));
   for (const name of names)

@@ -72,7 +72,10 @@ export function spawnNode(args: string[], env: Record<string, string>): Spawned 
 /** What `npm start --json` reports once its ports are bound: the ingress and each workload. */
 export function listeningUrls(output: string): {
   ingress: string;
-  workloads: Record<string, string>;
+  /** mesh/local's admin listener: /stats/prometheus, /endpoints, /access. */
+  admin: string;
+  /** The workload instances it runs (catalog-0, payment-v2-0, …). */
+  instances: string[];
 } {
   const line = output.split("\n").find((l) => l.includes('"msg":"listening"'));
   if (!line) throw new Error(`npm start reported no ports; output so far:\n${output.slice(-3000)}`);

@@ -1,25 +1,15 @@
 // The README's example block, run as it is with bash, curl and jq against a started shop,
 // ends in a CONFIRMED order.
 import { execFileSync, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { connectPostgres } from "@thinmesh/platform";
 import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  isAlive,
-  listeningUrls,
-  repoRoot,
-  type Spawned,
-  spawnNode,
-  startedPids,
-} from "./processes.js";
+import { npmStart } from "./npm-start.js";
+import { listeningUrls, repoRoot, type Spawned } from "./processes.js";
 
 const serverUrl = await testPostgresUrl();
-const prefix = `thinmesh_readme_${randomBytes(3).toString("hex")}`;
-const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-readme-"));
+const shops = npmStart("readme", serverUrl);
 let shop: Spawned;
 let ingress: string;
 
@@ -33,33 +23,12 @@ function readmeExample(markdown: string): string {
 }
 
 beforeAll(async () => {
-  shop = spawnNode(["mesh/local/dist/main.js", "--json"], {
-    THINMESH_INGRESS_PORT: "0",
-    THINMESH_ACCESS_LOG: "off",
-    THINMESH_DATA_DIR: dataDir,
-    THINMESH_DB_PREFIX: prefix,
-    LOG_LEVEL: "warn",
-    ...(serverUrl ? { DATABASE_URL: serverUrl } : {}),
-  });
+  shop = shops.start();
   await shop.waitFor(/thinmesh is ready/, 90_000);
   ingress = listeningUrls(shop.output()).ingress;
 }, 120_000);
 
-afterAll(async () => {
-  if (shop && shop.child.exitCode === null) {
-    shop.child.kill("SIGINT");
-    await shop.exited;
-  }
-  for (const pid of startedPids(shop?.output() ?? "").filter(isAlive)) process.kill(pid, "SIGKILL");
-  rmSync(dataDir, { recursive: true, force: true });
-  if (serverUrl) {
-    const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-    for (const service of ["auth", "catalog", "order", "payment"]) {
-      await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
-    }
-    await sql.end();
-  }
-});
+afterAll(() => shops.stop());
 
 describe("the README's example", () => {
   it("runs verbatim with bash, curl and jq and ends in a CONFIRMED order", () => {

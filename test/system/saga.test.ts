@@ -31,12 +31,14 @@ import {
   startLocalShop,
   workloadNames,
 } from "../../mesh/local/src/shop.js";
+import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
 import { repoRoot } from "./processes.js";
 
 const serverUrl = await testPostgresUrl();
 const prefix = `thinmesh_saga_${randomBytes(3).toString("hex")}`;
 const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-saga-"));
 const logLines: string[] = [];
+const records: AccessRecord[] = [];
 let shop: LocalShop;
 let urls: DatabaseUrls;
 let stockBefore: StockSnapshot;
@@ -101,7 +103,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
         line: (name, line) => logLines.push(`${name} ${line}`),
         event: (name, msg, fields) => logLines.push(`${name} ${msg} ${JSON.stringify(fields)}`),
       },
-      onRecord: () => {},
+      onRecord: (record) => records.push(record),
     });
     await shop.ready(90_000);
     urls = Object.fromEntries(
@@ -147,10 +149,32 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
     expect(await stockOf(product.id)).toBe(8);
     // Every service logged work for this transaction under the same trace id.
     for (const service of ["order", "catalog", "payment"]) {
-      expect(logLines.some((l) => l.startsWith(`${service} `) && l.includes(order.traceId))).toBe(
+      expect(logLines.some((l) => l.startsWith(`${service}-0 `) && l.includes(order.traceId))).toBe(
         true,
       );
     }
+    // And every hop went through the sidecars, over mutual TLS, in the same trace: the call
+    // graph Kiali would draw from the same access records.
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the last delivery's record
+    const hops = records
+      .filter((r) => r.trace_id === order.traceId && r.reporter === "source")
+      .map((r) => `${r.source_workload} -> ${r.destination_workload} ${r.path} ${r.response_code}`);
+    const deliver = "/shop.events.v1.EventSinkService/Deliver";
+    expect(new Set(hops)).toEqual(
+      new Set([
+        "istio-ingressgateway -> order /shop.order.v1.OrderService/PlaceOrder 200",
+        "order -> catalog /shop.catalog.v1.CatalogService/GetProducts 200",
+        `order -> catalog ${deliver} 200`,
+        `catalog -> order ${deliver} 200`,
+        `order -> payment ${deliver} 200`,
+        `payment -> order ${deliver} 200`,
+      ]),
+    );
+    const inbound = records.filter(
+      (r) => r.trace_id === order.traceId && r.reporter === "destination",
+    );
+    expect(inbound.length).toBeGreaterThanOrEqual(5);
+    expect(inbound.every((r) => r.connection_security_policy === "mutual_tls")).toBe(true);
   });
 
   it("cancels an order whose stock cannot be reserved, and changes no stock", async () => {

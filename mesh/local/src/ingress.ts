@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import {
   durationMs,
@@ -18,6 +19,8 @@ import {
   readDownstream,
 } from "./sidecar/downstream.js";
 import type { Outbound } from "./sidecar/outbound.js";
+
+const traceparentPattern = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/i;
 
 /** What the ingress gateway routes by: the Gateway's VirtualServices and its rate limits. */
 export interface IngressConfig {
@@ -60,6 +63,11 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
     const { headers, req } = request;
     const remote = req.socket?.remoteAddress ?? "";
     headers["x-forwarded-proto"] = "http";
+    // With tracing on (mesh/istio/tracing; dev samples everything) the gateway is the trace's
+    // root when the client sent none: its access record and every hop after it share the id.
+    if (!traceparentPattern.test(headerOf(headers, "traceparent") ?? "")) {
+      headers.traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+    }
     headers["x-forwarded-for"] = headers["x-forwarded-for"]
       ? `${headerOf(headers, "x-forwarded-for")}, ${remote}`
       : remote;

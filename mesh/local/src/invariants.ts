@@ -120,7 +120,7 @@ type StockRow = {
 export async function snapshotStock(where: ShopDatabases): Promise<StockSnapshot> {
   const { readers, close } = await openReaders(where);
   try {
-    return stockOf(readers.catalog);
+    return await stockOf(readers.catalog);
   } finally {
     await close();
   }

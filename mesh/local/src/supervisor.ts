@@ -64,7 +64,8 @@ export function supervise(spec: ProcessSpec, events: SupervisorEvents): Supervis
     events.event(spec.name, "process started", { pid: current.pid });
     const stderr = rawOutput((record) => {
       lastProblem = record.msg;
-      events.line(spec.name, JSON.stringify(record));
+      const { level, time, ...rest } = record;
+      events.line(spec.name, JSON.stringify({ level, time, service: spec.name, ...rest }));
     });
     createInterface({ input: current.stdout! }).on("line", (line) => {
       const problem = problemIn(line);

@@ -108,6 +108,11 @@ describe("the local ingress gateway", () => {
     expect(seen[0]?.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
     expect(seen[0]?.headers.traceparent).toBe(traceparent);
     expect(seen[1]?.headers["x-request-id"]).toBe("mine");
+    // Without the caller's trace the gateway starts one (tracing is on), and its own access
+    // record carries the trace id the services continue.
+    const started = seen[1]?.headers.traceparent as string;
+    expect(started).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(hops.at(-1)?.trace_id).toBe(started.split("-")[1]);
   });
 
   it("answers 404 where no route matches, as Envoy does", async () => {

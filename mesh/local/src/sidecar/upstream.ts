@@ -113,6 +113,8 @@ export class SessionPool {
     let session = this.#sessions.get(key);
     if (!session || session.closed || session.destroyed) {
       const created = this.connect(key);
+      // Each request in flight listens for the session's error (sendUpstream).
+      created.setMaxListeners(0);
       created.on("error", () => {});
       created.once("close", () => {
         if (this.#sessions.get(key) === created) this.#sessions.delete(key);
