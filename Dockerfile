@@ -47,11 +47,16 @@ COPY packages/platform/package.json packages/platform/
 COPY services/${SERVICE}/package.json services/${SERVICE}/
 
 # Only this workspace and the workspaces it depends on, as locked; no dev dependencies and no
-# install scripts (no production dependency needs one).
+# install scripts (no production dependency needs one). The fixes in patches/ (postgres.js,
+# connect-node; see patches/README.md) are applied as `npm ci` does on a laptop, by the
+# locked patch-package, which stays out of the image.
 FROM manifests AS deps
 ARG SERVICE
+COPY patches/ patches/
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev --workspace services/${SERVICE} --ignore-scripts --no-audit --no-fund
+    npm ci --omit=dev --workspace services/${SERVICE} --ignore-scripts --no-audit --no-fund \
+    && npx --yes patch-package@8.0.1 --error-on-fail \
+    && rm -rf patches
 
 # The same workspaces with their dev dependencies, plus the root's (TypeScript).
 FROM manifests AS build
@@ -59,6 +64,8 @@ ARG SERVICE
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --workspace services/${SERVICE} --include-workspace-root \
       --ignore-scripts --no-audit --no-fund
+COPY patches/ patches/
+RUN node_modules/.bin/patch-package --error-on-fail
 COPY tsconfig.base.json ./
 COPY packages/contracts/gen packages/contracts/gen
 COPY packages/platform/tsconfig.build.json packages/platform/

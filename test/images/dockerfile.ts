@@ -800,12 +800,27 @@ function dependencyProblems(
         .filter((i) => i.keyword === "COPY" && !i.flags.from)
         .flatMap((i) => {
           const all = i.json ?? words(i.args);
-          return all.slice(0, -1).map((source) => posix.normalize(source));
+          return all.slice(0, -1).map((source) => posix.normalize(source).replace(/\/$/, ""));
         }),
     );
     for (const file of ["package.json", "package-lock.json"]) {
       if (!copied.has(file))
         problems.push(`stage ${stage.name ?? stage.index} runs npm ci without ${file}`);
+    }
+    // npm ci --ignore-scripts skips the root's postinstall, which applies patches/: the stage
+    // must apply them itself, or the image runs the unpatched dependencies.
+    const skipsScripts = stage.instructions.some(
+      (i) => i.keyword === "RUN" && /\bnpm ci\b[^&|;]*--ignore-scripts/.test(i.args),
+    );
+    if (skipsScripts && hasPatches(root)) {
+      const applies = stage.instructions.some(
+        (i) => i.keyword === "RUN" && /\bpatch-package\b/.test(i.args),
+      );
+      if (!applies || !copied.has("patches")) {
+        problems.push(
+          `stage ${stage.name ?? stage.index} installs with --ignore-scripts but does not apply patches/ (COPY patches/ patches/, then patch-package --error-on-fail)`,
+        );
+      }
     }
     for (const dependency of needed) {
       if (!copied.has(`${dependency}/package.json`)) {
@@ -816,6 +831,12 @@ function dependencyProblems(
     }
   }
   return problems;
+}
+
+/** Whether the repository patches dependencies at install (patches/*.patch, patch-package). */
+function hasPatches(root: string): boolean {
+  const dir = join(root, "patches");
+  return existsSync(dir) && readdirSync(dir).some((f) => f.endsWith(".patch"));
 }
 
 /** The workspace and the workspaces it depends on, transitively (by @thinmesh/* names). */

@@ -195,7 +195,7 @@ describe("the checks fail on broken Dockerfiles", () => {
     expect(check(fixture("arg-scope.Dockerfile"))).toEqual(
       expect.arrayContaining([
         expect.stringMatching(
-          /^line 15: \$\{SERVICE\} is not declared in this stage, so Docker makes it empty: add ARG SERVICE after its FROM/,
+          /^line 16: \$\{SERVICE\} is not declared in this stage, so Docker makes it empty: add ARG SERVICE after its FROM/,
         ),
         expect.stringMatching(/label org\.opencontainers\.image\.title is "thinmesh-"/),
       ]),
@@ -326,6 +326,12 @@ describe("the checks fail on broken Dockerfiles", () => {
       "COPY packages/platform/package.json packages/platform/\n",
       "",
       /stage deps runs npm ci without packages\/platform\/package\.json \(a workspace services\/auth depends on\)/,
+    ],
+    [
+      "an install that leaves the dependencies unpatched",
+      "\n    && npx --yes patch-package@8.0.1 --error-on-fail \\",
+      "",
+      /stage deps installs with --ignore-scripts but does not apply patches\//,
     ],
     ["no NODE_ENV", "ENV NODE_ENV=production\n", "", /NODE_ENV=production/],
     [
