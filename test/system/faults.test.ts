@@ -82,8 +82,14 @@ const expectedExits = new Set<string>();
 let currentPhase = "start";
 const recentLines: string[] = [];
 
+/** The services' error lines per phase: what explains an `internal` answer. */
+const errorLines: { phase: string; line: string }[] = [];
+
 function onLine(name: string, line: string) {
   recentLines.push(`${name} ${line}`);
+  if (line.includes('"level":"error"') || line.includes('"level":"fatal"')) {
+    errorLines.push({ phase: currentPhase, line: `${name} ${line.slice(0, 1500)}` });
+  }
   if (recentLines.length > 400) recentLines.shift();
   if (name.startsWith("payment") && line.includes('"calling the payment provider"')) {
     const orderId = (JSON.parse(line) as { orderId?: string }).orderId;
@@ -192,7 +198,13 @@ async function phase(fault: string, inject: () => Promise<number>): Promise<Phas
 function expectHealed(result: PhaseResult) {
   // A customer gives up only on an answer that says "do not retry" (item 11: transient
   // failures must be unavailable, not internal).
-  expect(result.gaveUp, `orders the customer gave up on during "${result.fault}"`).toEqual([]);
+  expect(
+    result.gaveUp,
+    `orders the customer gave up on during "${result.fault}"; the services' errors then:\n${errorLines
+      .filter((e) => e.phase === result.fault)
+      .map((e) => e.line)
+      .join("\n")}`,
+  ).toEqual([]);
   expect(result.answeredOk).toBeGreaterThan(0);
   // Item 10: a lost database connection (or any other fault) must not end a process.
   expect(

@@ -319,7 +319,7 @@ describe("no client can crash the ingress", () => {
   it("survives an upstream that resets mid-response (UC), and answers the next request", async () => {
     hold = (res) => {
       res.writeHead(200, { "content-type": "application/json" });
-      res.write("{");
+      (res as http.ServerResponse).write("{");
       // The upstream's connection drops mid-body (its process died, say).
       setTimeout(
         () => ("stream" in res ? res.stream.session?.destroy() : res.socket?.destroy()),

@@ -52,9 +52,15 @@ export class OutlierDetector {
     return this.#monitors.get(endpointId)?.ejectedAt !== undefined;
   }
 
-  /** The endpoints not ejected, in the order given; [] when all are (panic threshold 0). */
+  /**
+   * The endpoints not ejected, in the order given; [] when all are (panic threshold 0). The
+   * list is the cluster's membership (EDS): as in Envoy, an endpoint no longer in it loses its
+   * outlier state, so one that leaves and comes back (a restarted pod) starts healthy.
+   */
   healthy(endpointIds: string[]): string[] {
     this.#tick();
+    const members = new Set(endpointIds);
+    for (const id of this.#monitors.keys()) if (!members.has(id)) this.#monitors.delete(id);
     for (const id of endpointIds) this.#monitor(id);
     return endpointIds.filter((id) => this.#monitors.get(id)?.ejectedAt === undefined);
   }

@@ -25,7 +25,16 @@ export interface Endpoint {
   port: number;
   /** Whether the instance answers its readiness probe (unready ones get no traffic). */
   ready: boolean;
+  /**
+   * How many times it became ready: an unready endpoint leaves the cluster (Kubernetes lists
+   * it under notReadyAddresses, which Istio does not push), so each return is a new host to
+   * Envoy, without the outlier state of the last one.
+   */
+  epoch?: number;
 }
+
+/** The endpoint as a host of the proxies' clusters: the instance in its current epoch. */
+export const hostIdOf = (endpoint: Endpoint) => `${endpoint.instance.id}#${endpoint.epoch ?? 0}`;
 
 export const principalOf = (namespace: string, serviceAccount: string) =>
   `cluster.local/ns/${namespace}/sa/${serviceAccount}`;
@@ -47,7 +56,9 @@ export class EndpointRegistry {
 
   setReady(instanceId: string, ready: boolean) {
     const endpoint = this.#endpoints.get(instanceId);
-    if (endpoint) endpoint.ready = ready;
+    if (!endpoint) return;
+    if (ready && !endpoint.ready) endpoint.epoch = (endpoint.epoch ?? 0) + 1;
+    endpoint.ready = ready;
   }
 
   /** Ready endpoints of a service whose labels include all of `labels`. */

@@ -17,7 +17,7 @@ import {
   trafficPolicyFor,
 } from "../mesh/index.js";
 import { downstreamGone, type ProxiedRequest, localReply as sendLocalReply } from "./downstream.js";
-import type { Endpoint, EndpointRegistry } from "./instances.js";
+import { type Endpoint, type EndpointRegistry, hostIdOf } from "./instances.js";
 import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
 import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
@@ -196,9 +196,9 @@ export function createOutbound(options: OutboundOptions) {
 
     for (let attempt = 1; ; attempt++) {
       const candidates = options.endpoints.select(host, labels);
-      const ids = candidates.map((e) => e.instance.id);
-      const healthy = new Set(cluster.outliers ? cluster.outliers.healthy(ids) : ids);
-      const eligible = candidates.filter((e) => healthy.has(e.instance.id));
+      const hosts = candidates.map(hostIdOf);
+      const healthy = new Set(cluster.outliers ? cluster.outliers.healthy(hosts) : hosts);
+      const eligible = candidates.filter((e) => healthy.has(hostIdOf(e)));
       if (eligible.length === 0) {
         return reply(request, 503, localReply.noHealthyUpstream, {
           ...base,
@@ -281,9 +281,9 @@ export function createOutbound(options: OutboundOptions) {
       }
 
       if (result.kind === "response") {
-        cluster.outliers?.record(id, { status: result.status });
+        cluster.outliers?.record(hostIdOf(endpoint), { status: result.status });
       } else {
-        cluster.outliers?.record(id, { localOriginFailure: true });
+        cluster.outliers?.record(hostIdOf(endpoint), { localOriginFailure: true });
         if (result.kind !== "timeout") sessions.drop(sessionKey(endpoint));
       }
 

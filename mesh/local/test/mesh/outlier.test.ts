@@ -33,6 +33,17 @@ describe("OutlierDetector", () => {
     expect(d.healthy(["a", "b"])).toEqual(["b"]);
   });
 
+  it("forgets an endpoint that left the cluster: back (a restarted pod), it starts healthy", () => {
+    const { d } = detector({}, ["a#1"]);
+    fail(d, "a#1", 5);
+    // The only endpoint: one may always be ejected, and the panic threshold is 0.
+    expect(d.healthy(["a#1"])).toEqual([]);
+    // Unready, it left the endpoints; ready again, it is a new host.
+    expect(d.healthy([])).toEqual([]);
+    expect(d.healthy(["a#2"])).toEqual(["a#2"]);
+    expect(d.ejections("a#1")).toBe(0);
+  });
+
   it("resets the count on a success", () => {
     const { d } = detector();
     fail(d, "a", 4);
