@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // What one EventSink.Deliver call and one event in it cost the consumer, measured on one
-// service alone: PaymentRequested events sent straight to the payment service (which needs
-// nothing else to accept them) in batches of several sizes at the same number of calls a
+// service alone: PaymentRequested events sent to the payment service (which needs nothing
+// else to accept them) as the order service's relay sends them, through order's outbound
+// sidecar and payment's inbound one (payment accepts the event type only from its producer's
+// mesh identity, order's), in batches of several sizes at the same number of calls a
 // second, so that the CPU per call can be split into a part per call and a part per event.
 // Usage (after npm run build):
 //   node bench/deliver.js [--batches 1,12,48] [--calls 16] [--seconds 15] [--follow-ups]
@@ -9,14 +11,19 @@
 // saga (the order service, knowing none of these orders, accepts and ignores them); without
 // it payment publishes to nobody, and only the consumer's side is measured.
 import { randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { PaymentRequestedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
 import { createPeerClient } from "@thinmesh/platform";
 import { buildEventEnvelope } from "@thinmesh/platform/testing";
-import { cpuSample, cpuSince, machine, startBenchShop, switchesSample } from "./shop.js";
+import {
+  cpuSample,
+  cpuSince,
+  machine,
+  noSubscriptionsFile,
+  startBenchShop,
+  switchesSample,
+} from "./shop.js";
 
 const { values } = parseArgs({
   options: {
@@ -24,8 +31,14 @@ const { values } = parseArgs({
     calls: { type: "string", default: "16" },
     seconds: { type: "string", default: "15" },
     "follow-ups": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (values.help) {
+  console.log(`usage: node bench/deliver.js [--batches 1,12,48] [--calls 16] [--seconds 15] [--follow-ups]
+(see bench/README.md)`);
+  process.exit(0);
+}
 const batchSizes = values.batches.split(",").map(Number);
 const callsPerSecond = Number(values.calls);
 const seconds = Number(values.seconds);
@@ -37,16 +50,18 @@ if (!batchSizes.every((size) => Number.isInteger(size) && size > 0) || batchSize
 if (!positive(callsPerSecond)) throw new Error(`--calls must be above 0, got ${values.calls}`);
 if (!positive(seconds)) throw new Error(`--seconds must be above 0, got ${values.seconds}`);
 
-const bench = await startBenchShop("deliver", (dataDir) => {
-  const noSubscriptions = join(dataDir, "no-subscriptions.yaml");
-  writeFileSync(noSubscriptions, "subscriptions: {}\n");
-  return { payment: followUps ? {} : { EVENT_SUBSCRIPTIONS_FILE: noSubscriptions } };
-});
+const bench = await startBenchShop("deliver", (dataDir) => ({
+  payment: followUps ? {} : { EVENT_SUBSCRIPTIONS_FILE: noSubscriptionsFile(dataDir) },
+}));
 const { shop } = bench;
 
 try {
   await shop.ready(90_000);
-  const payment = createPeerClient(EventSinkService, shop.workloadUrls.payment);
+  // payment's VirtualService sends every call to v1, its first instance: the others (v2, at
+  // weight 0) would only add their idling to payment's CPU.
+  for (const idle of shop.processesOf("payment").slice(1)) await idle.stop();
+  // As the order service's relay: its outbound sidecar, its identity.
+  const payment = createPeerClient(EventSinkService, shop.peerUrl("order", "payment"));
   // A fresh order each time: every event is new work, a capture (under the simulator's limit).
   const batchOf = (size) =>
     Array.from({ length: size }, () => {

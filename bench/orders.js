@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Places orders through the local ingress (and, for comparison, directly to the order
-// service) against the real Postgres, then checks the saga's invariants. Usage (after
-// npm run build):
+// Places orders through the local ingress and the sidecars (and, for comparison, directly to
+// the order app, past its sidecar) against the real Postgres, then checks the saga's
+// invariants. Usage (after npm run build):
 //   node bench/orders.js [--rate 200 | --rate 50,100,200] [--seconds 30 | --orders N]
 //                        [--concurrency 32] [--direct-seconds 10] [--place-only]
+//                        [--bypass-sidecars]
 // --rate R offers R orders/s (an open loop, as real users do: a slow answer does not slow the
 // arrivals) with at most --concurrency in flight; latency counts from when an order was due,
 // so time spent waiting for a free slot is not hidden. --rate 0 is a closed loop instead:
@@ -14,15 +15,12 @@
 // Prints confirmed orders/s, PlaceOrder p50/p99, time-to-CONFIRMED p50/p99 and the CPU each
 // process spent per order. --place-only leaves the saga out (the order service publishes
 // OrderPlaced to nobody): what PlaceOrder's synchronous path costs on its own.
-import { randomBytes, randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
-import http from "node:http";
-import { join } from "node:path";
+// --bypass-sidecars runs the shop without its sidecars (bench/sidecars.js compares the two).
 import { parseArgs } from "node:util";
-import { connectPostgres } from "@thinmesh/platform";
-import { checkInvariants, settle, snapshotStock } from "../mesh/local/dist/invariants.js";
-import { devAdmin } from "../mesh/local/dist/shop.js";
-import { cpuSample, cpuSince, machine, startBenchShop, switchesSample } from "./shop.js";
+import { checkInvariants, snapshotStock } from "../mesh/local/dist/invariants.js";
+import { startLoad } from "./load.js";
+import { byProcess, prepareCustomers, rateName, runPhase, startSagaShop } from "./saga.js";
+import { appBases, machine } from "./shop.js";
 
 const { values } = parseArgs({
   options: {
@@ -32,8 +30,16 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "32" },
     "direct-seconds": { type: "string" },
     "place-only": { type: "boolean", default: false },
+    "bypass-sidecars": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (values.help) {
+  console.log(`usage: node bench/orders.js [--rate 200 | --rate 25,50,100,200] [--seconds 30 | --orders N]
+                        [--concurrency 32] [--direct-seconds 10] [--place-only] [--bypass-sidecars]
+(see bench/README.md)`);
+  process.exit(0);
+}
 const rateTexts = values.rate.split(",");
 const rates = rateTexts.map(Number);
 const seconds = Number(values.seconds);
@@ -59,214 +65,32 @@ if (invalid.length > 0) throw new Error(invalid.join("; "));
 /** Issue #3's bound on PlaceOrder's p99 and on time-to-CONFIRMED's p50. */
 const latencyTargetMs = 50;
 
-const percentile = (sorted, p) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-
-// node:http with keep-alive rather than fetch: the load generator shares the machine's two
-// cores with the shop, so it should spend as little CPU per request as it can.
-const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
-function rpc(base, path, body, token) {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      `${base}/${path}`,
-      {
-        method: "POST",
-        agent,
-        headers: {
-          "content-type": "application/json",
-          "content-length": Buffer.byteLength(payload),
-          ...(token && { authorization: `Bearer ${token}` }),
-        },
-      },
-      (response) => {
-        const chunks = [];
-        response.on("data", (chunk) => chunks.push(chunk));
-        response.on("error", reject);
-        response.on("end", () => {
-          const json = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-          if (response.statusCode === 200) resolve(json);
-          else reject(new Error(`${path}: ${json.code} ${json.message}`));
-        });
-      },
-    );
-    request.on("error", reject);
-    request.end(payload);
-  });
-}
-
-const bench = await startBenchShop("orders", (dataDir) => {
-  const noSubscriptions = join(dataDir, "no-subscriptions.yaml");
-  writeFileSync(noSubscriptions, "subscriptions: {}\n");
-  return {
-    catalog: { OUTBOX_POLL_MS: "200" },
-    order: {
-      OUTBOX_POLL_MS: "200",
-      // The order service publishes OrderPlaced to nobody: the saga stays out.
-      ...(placeOnly && { EVENT_SUBSCRIPTIONS_FILE: noSubscriptions }),
-    },
-    payment: { OUTBOX_POLL_MS: "200" },
-  };
+const bench = await startSagaShop("orders", {
+  placeOnly,
+  bypassSidecars: values["bypass-sidecars"],
 });
 const { shop, databaseUrls: urls } = bench;
+const load = startLoad();
 
 try {
-  await shop.ready(90_000);
+  const customers = await prepareCustomers(shop, concurrency);
   const ingress = shop.ingressUrl;
-  const admin = (await rpc(ingress, "shop.auth.v1.AuthService/Login", devAdmin)).tokens.accessToken;
-  const products = [];
-  for (let i = 0; i < 8; i++) {
-    const { product } = await rpc(
-      ingress,
-      "shop.catalog.v1.CatalogService/CreateProduct",
-      {
-        sku: `BENCH-${i}-${randomBytes(2).toString("hex").toUpperCase()}`,
-        name: `Bench ${i}`,
-        price: { currencyCode: "EUR", amountMinor: "990" },
-        initialStock: 1_000_000,
-      },
-      admin,
-    );
-    products.push(product);
-  }
-  const users = [];
-  for (let i = 0; i < concurrency; i++) {
-    const email = `bench-${randomUUID().slice(0, 8)}@example.com`;
-    await rpc(ingress, "shop.auth.v1.AuthService/Register", {
-      email,
-      password: "benchmark password",
-    });
-    users.push(
-      (
-        await rpc(ingress, "shop.auth.v1.AuthService/Login", {
-          email,
-          password: "benchmark password",
-        })
-      ).tokens.accessToken,
-    );
-  }
-  async function placeOrder(base, worker, n) {
-    const product = products[(worker + n) % products.length];
-    await rpc(
-      base,
-      "shop.order.v1.OrderService/PlaceOrder",
-      {
-        idempotencyKey: randomUUID(),
-        items: [{ productId: product.id, quantity: 1 }],
-        paymentToken: "tok_test_visa",
-      },
-      users[worker % users.length],
-    );
-  }
+  const context = { bench, load, customers, concurrency, placeOnly };
   /** Places orders for durationSeconds, or exactly `orders` of them if given. */
-  async function phase(label, base, rate, durationSeconds, orders) {
-    const latencies = [];
-    let failures = 0;
-    const fail = (error) => {
-      failures++;
-      if (failures < 5) console.error(`${label}: ${error.message}`);
-    };
-    const started = performance.now();
-    const deadline = started + durationSeconds * 1000;
-    const sinceMs = Date.now();
-    const cpuBefore = cpuSample(shop);
-    const switchesBefore = switchesSample(shop);
-    const batchesBefore = await relayBatches();
-    if (rate > 0) {
-      // Open loop: order i is due at started + i / rate; a free slot takes the oldest due one.
-      const total = orders ?? Math.floor(durationSeconds * rate);
-      let next = 0;
-      let inFlight = 0;
-      // One timer at a time: a timer per completed order would pile up and the load generator
-      // would burn the cores it shares with the shop.
-      let timer;
-      await new Promise((resolve) => {
-        const pump = () => {
-          const now = performance.now();
-          while (next < total && inFlight < concurrency && started + (next * 1000) / rate <= now) {
-            const n = next++;
-            const due = started + (n * 1000) / rate;
-            inFlight++;
-            placeOrder(base, n, n)
-              .then(() => latencies.push(performance.now() - due), fail)
-              .finally(() => {
-                inFlight--;
-                if (next >= total && inFlight === 0) resolve();
-                else pump();
-              });
-          }
-          if (timer === undefined && next < total && inFlight < concurrency) {
-            const wait = Math.max(0, started + (next * 1000) / rate - performance.now());
-            timer = setTimeout(() => {
-              timer = undefined;
-              pump();
-            }, wait);
-          }
-        };
-        pump();
-      });
-    } else {
-      let placing = 0;
-      const more = () => (orders === undefined ? performance.now() < deadline : placing < orders);
-      await Promise.all(
-        users.map(async (_, worker) => {
-          for (let n = 0; more(); n++) {
-            placing++;
-            const t0 = performance.now();
-            await placeOrder(base, worker, n).then(
-              () => latencies.push(performance.now() - t0),
-              fail,
-            );
-          }
-        }),
-      );
-    }
-    const placingSeconds = (performance.now() - started) / 1000;
-    if (!placeOnly) await settle(urls, 120_000);
-    const cpu = cpuSince(shop, cpuBefore);
-    const switchesAfter = switchesSample(shop);
-    const batches = await relayBatches();
-    latencies.sort((a, b) => a - b);
-    // Without the saga an order is done once placed.
-    const { done, perSecond, toConfirmed } = placeOnly
-      ? { done: latencies.length, perSecond: latencies.length / placingSeconds, toConfirmed: [] }
-      : await confirmedSince(sinceMs);
-    return {
-      label,
-      rate,
-      placed: latencies.length,
-      failures,
-      placingSeconds,
-      confirmedPerSecond: perSecond,
-      placeP50: percentile(latencies, 50),
-      placeP99: percentile(latencies, 99),
-      confirmP50: percentile(toConfirmed, 50),
-      confirmP99: percentile(toConfirmed, 99),
-      eventsPerCall: Object.fromEntries(
-        Object.entries(batches).map(([lane, { sum, count }]) => {
-          const before = batchesBefore[lane] ?? { sum: 0, count: 0 };
-          return [lane, (sum - before.sum) / Math.max(1, count - before.count)];
-        }),
-      ),
-      switchesPerOrder: Object.fromEntries(
-        Object.entries(switchesAfter).map(([name, n]) => [
-          name,
-          (n - (switchesBefore[name] ?? 0)) / Math.max(1, done),
-        ]),
-      ),
-      cpuPerOrder: Object.fromEntries(
-        Object.entries(cpu).map(([name, ms]) => [name, ms / Math.max(1, done)]),
-      ),
-    };
-  }
+  const phase = (label, base, rate, durationSeconds, orders) =>
+    runPhase(context, { label, base, rate, seconds: durationSeconds, orders });
 
   // Unreported: the first seconds run cold (JIT, connection pools) and would skew whichever
   // phase came first.
   const before = await snapshotStock(urls);
   await phase("warm-up", ingress, rates[0], 5);
+  // Straight to the order app's own listener, past the ingress and its inbound sidecar (no
+  // workload's sidecar may call PlaceOrder: only the ingress gateway is allowed to). The
+  // order app still calls the catalog and relays its events through its sidecar.
+  const orderApp = (await appBases(shop)).find((a) => a.app === "order").base;
   const direct =
     directSeconds > 0
-      ? await phase("direct to order", shop.workloadUrls.order, rates[0], directSeconds)
+      ? await phase("direct to order", orderApp, rates[0], directSeconds)
       : undefined;
   const viaIngress = [];
   for (const rate of rates) {
@@ -278,7 +102,7 @@ try {
   const report = placeOnly ? undefined : await checkInvariants(urls, before);
 
   console.log(
-    `\n${rates.map((rate) => (rate > 0 ? `offered ${rate} orders/s` : "closed loop")).join(", ")}, at most ${concurrency} in flight; ${placeOnly ? "PlaceOrder only, no saga; " : ""}${machine()}`,
+    `\n${rates.map((rate) => (rate > 0 ? `offered ${rate} orders/s` : "closed loop")).join(", ")}, at most ${concurrency} in flight; ${placeOnly ? "PlaceOrder only, no saga; " : ""}${shop.sidecars ? "through the sidecars" : "sidecars bypassed"}; ${machine()}`,
   );
   console.log(
     `phase                   placed  failed  ${placeOnly ? "   placed/s" : "confirmed/s"}  PlaceOrder p50/p99     to CONFIRMED p50/p99`,
@@ -293,23 +117,16 @@ try {
       ? "\nCPU ms per placed order (while placing):"
       : "\nCPU ms per confirmed order (placing until settled):",
   );
-  for (const r of results) {
-    const parts = Object.entries(r.cpuPerOrder).map(([name, ms]) => `${name} ${ms.toFixed(1)}`);
-    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
-  }
+  for (const r of results) console.log(`${r.label.padEnd(22)} ${byProcess(r.cpuPerOrder)}`);
+  console.log("\nCores kept busy while placing (1 = one core):");
+  for (const r of results) console.log(`${r.label.padEnd(22)} ${byProcess(r.coresPlacing, 2)}`);
   console.log(
     "\nContext switches per order (main threads; each is a wake-up, see bench/README.md):",
   );
-  for (const r of results) {
-    const parts = Object.entries(r.switchesPerOrder).map(([name, n]) => `${name} ${n.toFixed(1)}`);
-    console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
-  }
+  for (const r of results) console.log(`${r.label.padEnd(22)} ${byProcess(r.switchesPerOrder)}`);
   if (!placeOnly) {
     console.log("\nEvents per EventSink.Deliver call (the relay's batches), by lane:");
-    for (const r of results) {
-      const parts = Object.entries(r.eventsPerCall).map(([lane, n]) => `${lane} ${n.toFixed(1)}`);
-      console.log(`${r.label.padEnd(22)} ${parts.join(", ")}`);
-    }
+    for (const r of results) console.log(`${r.label.padEnd(22)} ${byProcess(r.eventsPerCall)}`);
   }
   if (direct) {
     const [mesh] = viaIngress;
@@ -337,42 +154,8 @@ try {
     }
   }
 } finally {
+  await load.close();
   await bench.close();
-}
-
-/** The orders confirmed since sinceMs: how many, how many a second, each one's time to CONFIRMED. */
-async function confirmedSince(sinceMs) {
-  const sql = connectPostgres(urls.order, { max: 1, onnotice: () => {} });
-  const rows = await sql`
-    select extract(epoch from (updated_at - created_at)) * 1000 as ms, updated_at
-      from orders where status = 'CONFIRMED' and created_at >= ${new Date(sinceMs)}`;
-  await sql.end();
-  const lastConfirmed = Math.max(...rows.map((r) => r.updated_at.getTime()));
-  return {
-    done: rows.length,
-    perSecond: rows.length / ((lastConfirmed - sinceMs) / 1000),
-    toConfirmed: rows.map((r) => Number(r.ms)).sort((a, b) => a - b),
-  };
-}
-
-/** Per relay lane ("order→catalog"): events sent and calls made so far, from /metrics. */
-async function relayBatches() {
-  const lanes = {};
-  for (const [service, url] of Object.entries(shop.workloadUrls)) {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    for (const [, part, subscriber, value] of text.matchAll(
-      /^outbox_delivery_batch_events_(sum|count)\{[^}]*subscriber="([^"]+)"[^}]*\} (\S+)$/gm,
-    )) {
-      const lane = `${service}→${subscriber}`;
-      lanes[lane] = { sum: 0, count: 0, ...lanes[lane], [part]: Number(value) };
-    }
-  }
-  return lanes;
-}
-
-/** "50/s", or "closed loop" for rate 0. */
-function rateName(rate) {
-  return rate > 0 ? `${rate}/s` : "closed loop";
 }
 
 /** Both latency targets held in a phase, with no order failed. */
