@@ -8,8 +8,11 @@ import { MeshConfigError } from "./istio.js";
  * only what mesh/local needs of each Deployment: its name, `app` and `version` labels (Kiali,
  * subsets), ServiceAccount (the mTLS identity) and replicas. A laptop has no kubectl, so this
  * reads the kustomizations itself: `resources` and `components` (files and directories),
- * `namespace`, `replicas`, and patches that set `/spec/replicas`. Other patches do not change
- * what mesh/local runs (environment, probes, resources) and are left to kustomize.
+ * `namespace`, the builtin NamespaceTransformer listed under `transformers` (a file, a
+ * kustomization directory, or inline YAML; with `unsetOnly` it sets the namespace only where a
+ * resource names none, as kustomize/transformers/namespace does), `replicas`, and patches that
+ * set `/spec/replicas`. Other patches and transformers do not change what mesh/local runs
+ * (environment, probes, resources) and are left to kustomize.
  * StatefulSets (the laptop clusters' Postgres) are not workloads here: each service gets its
  * database from mesh/local instead.
  */
@@ -42,6 +45,7 @@ interface Kustomization {
   namespace?: string;
   resources?: string[];
   components?: string[];
+  transformers?: string[];
   replicas?: { name: string; count: number }[];
   patches?: { target?: { kind?: string; name?: string }; patch?: string; path?: string }[];
 }
@@ -64,6 +68,60 @@ function isDeployment(value: unknown): value is Deployment {
   return (value as { kind?: unknown } | null)?.kind === "Deployment";
 }
 
+/** kustomize's builtin namespace transformer, as a `transformers` entry configures it. */
+interface NamespaceTransformer {
+  apiVersion: "builtin";
+  kind: "NamespaceTransformer";
+  metadata?: { name?: string; namespace?: string };
+  /** Only set the namespace where a resource has none. */
+  unsetOnly?: boolean;
+}
+
+function isNamespaceTransformer(value: unknown): value is NamespaceTransformer {
+  const object = value as { apiVersion?: unknown; kind?: unknown } | null;
+  return object?.apiVersion === "builtin" && object.kind === "NamespaceTransformer";
+}
+
+/**
+ * Every document a kustomization directory renders from its resources (files and
+ * directories), unchanged: what a `transformers` entry naming a directory configures.
+ */
+function documentsOf(dir: string): unknown[] {
+  const file = kustomizationIn(dir);
+  const kustomization = (yamlDocuments(file)[0] ?? {}) as Kustomization;
+  return (kustomization.resources ?? []).flatMap((entry) => {
+    const path = resolve(dir, entry);
+    if (!existsSync(path)) throw new MeshConfigError(`${file}: ${entry} does not exist`);
+    return statSync(path).isDirectory() ? documentsOf(path) : yamlDocuments(path);
+  });
+}
+
+/** The NamespaceTransformers of a kustomization's `transformers` entries. */
+function namespaceTransformers(file: string, entries: string[]): NamespaceTransformer[] {
+  return entries.flatMap((entry) => {
+    // An entry that is a YAML mapping is an inline transformer config, anything else a path.
+    let documents: unknown[] = parseAllDocuments(entry)
+      .map((document) => document.toJS() as unknown)
+      .filter((value) => value !== null && value !== undefined);
+    const inline =
+      documents.length > 0 && documents.every((d) => typeof d === "object" && !Array.isArray(d));
+    if (!inline) {
+      const path = resolve(dirname(file), entry);
+      if (!existsSync(path)) throw new MeshConfigError(`${file}: ${entry} does not exist`);
+      documents = statSync(path).isDirectory() ? documentsOf(path) : yamlDocuments(path);
+    }
+    const transformers = documents.filter(isNamespaceTransformer);
+    for (const transformer of transformers) {
+      if (!transformer.metadata?.namespace) {
+        throw new MeshConfigError(
+          `${file}: transformers ${entry}: NamespaceTransformer ${transformer.metadata?.name ?? ""} sets no metadata.namespace`,
+        );
+      }
+    }
+    return transformers;
+  });
+}
+
 /** Deployments of one kustomization directory, its resources and components applied. */
 function render(dir: string): Deployment[] {
   const file = kustomizationIn(dir);
@@ -77,6 +135,12 @@ function render(dir: string): Deployment[] {
   }
   for (const deployment of deployments) {
     if (kustomization.namespace) deployment.metadata.namespace = kustomization.namespace;
+  }
+  for (const transformer of namespaceTransformers(file, kustomization.transformers ?? [])) {
+    for (const deployment of deployments) {
+      if (transformer.unsetOnly && deployment.metadata.namespace) continue;
+      deployment.metadata.namespace = transformer.metadata?.namespace;
+    }
   }
   for (const { name, count } of kustomization.replicas ?? []) {
     const deployment = deployments.find((d) => d.metadata.name === name);
