@@ -290,6 +290,33 @@ describe("circuit breaking", () => {
     expect(flagged.every((r) => r.attempts === 1)).toBe(true);
   });
 
+  it("with splitExternalLocalOriginErrors (as mesh/istio), ejects a hung instance but not one answering 503", async () => {
+    const split = (text: string) =>
+      text.replace(
+        "consecutive5xxErrors: 3",
+        "consecutive5xxErrors: 0\n      splitExternalLocalOriginErrors: true\n      consecutiveLocalOriginFailures: 2",
+      );
+    await pushed(split);
+    // A dependency down behind it: 503 answers, which never eject.
+    apps.get("catalog-0")!.behaviour = () => ({ status: 503 });
+    apps.get("catalog-1")!.behaviour = () => ({ status: 503 });
+    for (let i = 0; i < 10; i++) await call("order-0", "catalog", "/test.Echo/Hello");
+    for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.calls.length = 0;
+    apps.get("catalog-1")!.behaviour = () => ({});
+    for (let i = 0; i < 4; i++) await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(apps.get("catalog-0")!.calls.length).toBeGreaterThan(0);
+
+    // catalog-0 hangs: its per-try timeouts (local-origin failures) eject it.
+    apps.get("catalog-0")!.behaviour = () => ({ delayMs: 1_000 });
+    for (let i = 0; i < 6; i++) {
+      expect((await call("order-0", "catalog", "/test.Echo/Hello")).status).toBe(200);
+    }
+    apps.get("catalog-0")!.calls.length = 0;
+    for (let i = 0; i < 4; i++) await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(apps.get("catalog-0")!.calls).toHaveLength(0);
+    await pushed((text) => text);
+  });
+
   it("ejects an instance after consecutive 5xx, and answers 503 UH when none is left", async () => {
     // A pushed policy starts the cluster afresh: no ejections left over from other tests.
     await pushed((text) => text.replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 4"));

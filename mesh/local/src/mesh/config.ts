@@ -228,6 +228,8 @@ const trafficPolicySchema = z.strictObject({
     .strictObject({
       consecutive5xxErrors: z.number().int().min(0).optional(),
       consecutiveGatewayErrors: z.number().int().min(0).optional(),
+      splitExternalLocalOriginErrors: z.boolean().optional(),
+      consecutiveLocalOriginFailures: z.number().int().min(0).optional(),
       interval: duration.optional(),
       baseEjectionTime: duration.optional(),
       maxEjectionPercent: z.number().int().min(0).max(100).optional(),

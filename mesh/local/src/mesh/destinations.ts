@@ -29,6 +29,12 @@ export interface OutlierPolicy {
   /** 0: not counted. */
   consecutive5xxErrors: number;
   consecutiveGatewayErrors?: number;
+  /**
+   * Counts local-origin failures (connect failures, resets, timeouts) apart: then only answers
+   * count as 5xx and gateway errors, and consecutiveLocalOriginFailures of the others eject.
+   */
+  splitExternalLocalOriginErrors?: boolean;
+  consecutiveLocalOriginFailures?: number;
   intervalMs: number;
   baseEjectionTimeMs: number;
   maxEjectionPercent: number;
@@ -80,6 +86,11 @@ export function trafficPolicyFor(config: MeshConfig, host: string, subset?: stri
         consecutive5xxErrors: outlier.consecutive5xxErrors ?? 5,
         ...(outlier.consecutiveGatewayErrors && {
           consecutiveGatewayErrors: outlier.consecutiveGatewayErrors,
+        }),
+        // Istio's default of 5 applies only with the split on.
+        ...(outlier.splitExternalLocalOriginErrors && {
+          splitExternalLocalOriginErrors: true,
+          consecutiveLocalOriginFailures: outlier.consecutiveLocalOriginFailures ?? 5,
         }),
         intervalMs: durationMs(outlier.interval ?? "10s"),
         baseEjectionTimeMs: durationMs(outlier.baseEjectionTime ?? "30s"),

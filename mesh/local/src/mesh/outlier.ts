@@ -6,7 +6,9 @@
  * gateway errors (502/503/504 and local-origin failures); any other answer resets the counts.
  * Reaching a threshold ejects the endpoint at once for baseEjectionTime × its ejection count
  * (capped at 300 s); ejections end at the interval timer's ticks, and each tick the endpoint
- * spends healthy takes one from its ejection count. maxEjectionPercent limits how many are
+ * spends healthy takes one from its ejection count. With splitExternalLocalOriginErrors the
+ * local-origin failures count apart (consecutiveLocalOriginFailures; any answer resets it) and
+ * only answers count as 5xx or gateway errors. maxEjectionPercent limits how many are
  * ejected, but one endpoint may always be ejected. Istio sets the panic threshold to 0, so with
  * every endpoint ejected healthy() is [] and the caller answers 503 with flag UH.
  */
@@ -15,6 +17,7 @@ import type { OutlierPolicy } from "./destinations.js";
 interface Monitor {
   consecutive5xx: number;
   consecutiveGateway: number;
+  consecutiveLocalOrigin: number;
   ejectedAt?: number;
   ejections: number;
 }
@@ -35,11 +38,22 @@ export class OutlierDetector {
     const monitor = this.#monitor(endpointId);
     const local = result.localOriginFailure === true;
     const status = result.status;
-    const is5xx = local || (status !== undefined && status >= 500 && status <= 599);
-    const isGateway = local || status === 502 || status === 503 || status === 504;
+    const { consecutive5xxErrors, consecutiveGatewayErrors } = this.policy;
+    if (this.policy.splitExternalLocalOriginErrors) {
+      if (local) {
+        monitor.consecutiveLocalOrigin++;
+        const threshold = this.policy.consecutiveLocalOriginFailures ?? 5;
+        if (threshold > 0 && monitor.consecutiveLocalOrigin >= threshold) this.#eject(monitor);
+        return;
+      }
+      // An answer: the connection worked (a local-origin success).
+      monitor.consecutiveLocalOrigin = 0;
+    }
+    const counted = local && !this.policy.splitExternalLocalOriginErrors;
+    const is5xx = counted || (status !== undefined && status >= 500 && status <= 599);
+    const isGateway = counted || status === 502 || status === 503 || status === 504;
     monitor.consecutive5xx = is5xx ? monitor.consecutive5xx + 1 : 0;
     monitor.consecutiveGateway = isGateway ? monitor.consecutiveGateway + 1 : 0;
-    const { consecutive5xxErrors, consecutiveGatewayErrors } = this.policy;
     if (consecutive5xxErrors > 0 && monitor.consecutive5xx >= consecutive5xxErrors) {
       this.#eject(monitor);
     } else if (consecutiveGatewayErrors && monitor.consecutiveGateway >= consecutiveGatewayErrors) {
@@ -74,7 +88,7 @@ export class OutlierDetector {
   #monitor(id: string): Monitor {
     let monitor = this.#monitors.get(id);
     if (!monitor) {
-      monitor = { consecutive5xx: 0, consecutiveGateway: 0, ejections: 0 };
+      monitor = { consecutive5xx: 0, consecutiveGateway: 0, consecutiveLocalOrigin: 0, ejections: 0 };
       this.#monitors.set(id, monitor);
     }
     return monitor;
@@ -83,6 +97,7 @@ export class OutlierDetector {
   #eject(monitor: Monitor) {
     monitor.consecutive5xx = 0;
     monitor.consecutiveGateway = 0;
+    monitor.consecutiveLocalOrigin = 0;
     if (monitor.ejectedAt !== undefined) return;
     const ejected = [...this.#monitors.values()].filter((m) => m.ejectedAt !== undefined).length;
     const percentAfter = (100 * (ejected + 1)) / this.#monitors.size;

@@ -44,6 +44,25 @@ describe("OutlierDetector", () => {
     expect(d.ejections("a#1")).toBe(0);
   });
 
+  it("with splitExternalLocalOriginErrors, ejects on local-origin failures and not on answers", () => {
+    const { d } = detector({
+      consecutive5xxErrors: 0,
+      splitExternalLocalOriginErrors: true,
+      consecutiveLocalOriginFailures: 3,
+    });
+    // A 503 answer (a dependency down behind a healthy instance) never ejects.
+    fail(d, "a", 20, 503);
+    expect(d.isEjected("a")).toBe(false);
+    d.record("a", { localOriginFailure: true });
+    d.record("a", { localOriginFailure: true });
+    d.record("a", { status: 503 }); // an answer: the connection worked
+    d.record("a", { localOriginFailure: true });
+    d.record("a", { localOriginFailure: true });
+    expect(d.isEjected("a")).toBe(false);
+    d.record("a", { localOriginFailure: true });
+    expect(d.isEjected("a")).toBe(true);
+  });
+
   it("resets the count on a success", () => {
     const { d } = detector();
     fail(d, "a", 4);
