@@ -1,12 +1,13 @@
 // `npm run demo` in a second terminal before the shop is ready waits for it, then succeeds;
 // with no shop at all it ends with one line saying so, never a stack trace.
+
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectPostgres } from "@thinmesh/platform";
 import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { afterAll, describe, expect, it } from "vitest";
+import { dropShopDatabases } from "../../mesh/local/src/shop.js";
 import { freePort, isAlive, type Spawned, spawnNode, startedPids } from "./processes.js";
 
 const serverUrl = await testPostgresUrl();
@@ -21,13 +22,7 @@ afterAll(async () => {
   }
   for (const pid of startedPids(shop?.output() ?? "").filter(isAlive)) process.kill(pid, "SIGKILL");
   rmSync(dataDir, { recursive: true, force: true });
-  if (serverUrl) {
-    const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-    for (const service of ["auth", "catalog", "order", "payment"]) {
-      await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
-    }
-    await sql.end();
-  }
+  if (serverUrl) await dropShopDatabases(serverUrl, prefix);
 });
 
 describe("npm run demo", () => {

@@ -1,20 +1,21 @@
 // The pieces of the fault run (faults.test.ts): the shop started for it, a bounded load of
 // customers' orders through the ingress, and waits on what a fault leaves behind.
+
 import { randomBytes, randomUUID } from "node:crypto";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@thinmesh/contracts/shop/auth/v1/auth_pb.js";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
 import { OrderService, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
-import { connectPostgres } from "@thinmesh/platform";
 import type { ShopDatabases } from "../../mesh/local/src/invariants.js";
 import {
   devAdmin,
+  dropShopDatabases,
   type LocalShop,
   startLocalShop,
   type WorkloadName,
-  workloadNames,
 } from "../../mesh/local/src/shop.js";
+import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
 import { repoRoot } from "./processes.js";
 
 export interface FaultShopOptions {
@@ -23,6 +24,8 @@ export interface FaultShopOptions {
   dataDir: string;
   /** Every log line of every workload, as the supervisor reads it. */
   line(name: string, line: string): void;
+  /** Every access record of the ingress and the sidecars. */
+  onRecord?(record: AccessRecord): void;
 }
 
 export interface FaultShop {
@@ -53,7 +56,7 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
       event: (name, message, fields) =>
         options.line(name, JSON.stringify({ supervisor: message, ...fields })),
     },
-    onRecord: () => {},
+    onRecord: options.onRecord ?? (() => {}),
   });
   const { databaseUrl } = options;
   // startLocalShop names each service's database `${prefix}_${name}` on the server.
@@ -74,14 +77,7 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
       ? { catalog: urlOf("catalog"), order: urlOf("order"), payment: urlOf("payment") }
       : { pgliteDataDir: options.dataDir },
     async dropDatabases() {
-      if (!databaseUrl) return;
-      const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
-      try {
-        for (const name of workloadNames)
-          await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
-      } finally {
-        await sql.end();
-      }
+      if (databaseUrl) await dropShopDatabases(databaseUrl, prefix);
     },
   };
 }
@@ -158,6 +154,8 @@ export interface PlacedOrder {
   id?: string;
   /** Non-OK answers by Connect code name, retries included. */
   errors: Record<string, number>;
+  /** The first message per error code, to tell a mesh's 503 from a service's own answer. */
+  messages: Record<string, string>;
   /** Set when the customer gave up: a non-retriable answer, or retries ran out. */
   failed?: string;
 }
@@ -204,6 +202,7 @@ export function startOrderLoad(
       } catch (error) {
         const code = Code[ConnectError.from(error).code];
         order.errors[code] = (order.errors[code] ?? 0) + 1;
+        order.messages[code] ??= ConnectError.from(error).rawMessage.slice(0, 200);
         if (!retriable.has(ConnectError.from(error).code)) {
           order.failed = `${code}: ${ConnectError.from(error).rawMessage}`;
           return;
@@ -222,7 +221,7 @@ export function startOrderLoad(
     n++;
     const paymentToken =
       n % 10 === 3 ? "tok_test_declined" : n % 10 === 7 ? "tok_test_flaky" : "tok_test_visa";
-    const order: PlacedOrder = { phase, paymentToken, errors: {} };
+    const order: PlacedOrder = { phase, paymentToken, errors: {}, messages: {} };
     placed.push(order);
     const running = placeOne(order).finally(() => inFlight.delete(running));
     inFlight.add(running);

@@ -19,6 +19,7 @@ import {
   settle,
 } from "../../mesh/local/src/invariants.js";
 import { type LocalShop, type WorkloadName, workloadNames } from "../../mesh/local/src/shop.js";
+import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
 import {
   type Customer,
   type FaultShop,
@@ -82,13 +83,37 @@ const expectedExits = new Set<string>();
 let currentPhase = "start";
 const recentLines: string[] = [];
 
+/** Per phase, the mesh's own answers (response flags) as the calling proxies logged them. */
+const meshFlags = new Map<string, Map<string, number>>();
+function onRecord(record: AccessRecord) {
+  if (record.reporter !== "source" || record.response_flags === "-") return;
+  const key = `${record.source_workload}->${record.destination_workload} ${record.response_code} ${record.response_flags}`;
+  const counts = meshFlags.get(currentPhase) ?? new Map<string, number>();
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+  meshFlags.set(currentPhase, counts);
+}
+
+/** An error line's message and its error's cause chain (messages and codes), on one line. */
+function summary(line: string): string {
+  try {
+    const record = JSON.parse(line) as { msg?: string; err?: Record<string, unknown> };
+    const chain: string[] = [];
+    for (let e = record.err; e && chain.length < 5; e = e.cause as Record<string, unknown>) {
+      chain.push(`${String(e.message).split("\n")[0]}${e.code ? ` (${e.code})` : ""}`);
+    }
+    return [record.msg, ...chain].join(" <- ");
+  } catch {
+    return line.slice(0, 500);
+  }
+}
+
 /** The services' error lines per phase: what explains an `internal` answer. */
 const errorLines: { phase: string; line: string }[] = [];
 
 function onLine(name: string, line: string) {
   recentLines.push(`${name} ${line}`);
   if (line.includes('"level":"error"') || line.includes('"level":"fatal"')) {
-    errorLines.push({ phase: currentPhase, line: `${name} ${line.slice(0, 1500)}` });
+    errorLines.push({ phase: currentPhase, line: `${name} ${summary(line)}` });
   }
   if (recentLines.length > 400) recentLines.shift();
   if (name.startsWith("payment") && line.includes('"calling the payment provider"')) {
@@ -114,6 +139,8 @@ interface PhaseResult {
   answeredOk: number;
   gaveUp: string[];
   errors: Record<string, number>;
+  /** One message per error code. */
+  messages: Record<string, string>;
   terminal: number;
   /** Seconds from the heal until every order of the phase was terminal (none: never). */
   secondsToTerminal: number | undefined;
@@ -178,14 +205,18 @@ async function phase(fault: string, inject: () => Promise<number>): Promise<Phas
   const ids = load.answeredOk(fault);
   const { at, open } = await whenAllTerminal(shop, customer, ids, terminalWaitSeconds * 1000);
   const errors: Record<string, number> = {};
-  for (const o of placed)
+  const messages: Record<string, string> = {};
+  for (const o of placed) {
     for (const [code, n] of Object.entries(o.errors)) errors[code] = (errors[code] ?? 0) + n;
+    for (const [code, message] of Object.entries(o.messages)) messages[code] ??= message;
+  }
   const result: PhaseResult = {
     fault,
     placed: placed.length,
     answeredOk: ids.length,
     gaveUp: placed.filter((o) => o.failed).map((o) => o.failed!),
     errors,
+    messages,
     terminal: ids.length - open.length,
     secondsToTerminal: at === undefined ? undefined : Math.max(0, (at - healedAt) / 1000),
     faultSeconds: (healedAt - injectedAt) / 1000,
@@ -255,6 +286,12 @@ function printReport(report: InvariantReport | undefined) {
   const lines = [
     `fault run on ${onPglite ? "PGlite" : cluster ? "a private Postgres cluster" : "the test Postgres"}`,
     ...rows.map((r) => JSON.stringify(r)),
+    ...results.flatMap((r) => [
+      ...Object.entries(r.messages).map(([code, m]) => `  ${r.fault}: first ${code}: ${m}`),
+      `  ${r.fault}: the mesh's own answers: ${
+        [...(meshFlags.get(r.fault) ?? [])].map(([k, n]) => `${k} ×${n}`).join(", ") || "none"
+      }`,
+    ]),
     `provider calls per order (from payment's log): all ${stats([...byToken.values()].flat())}`,
     ...[...byToken].map(([token, calls]) => `  ${token}: ${stats(calls)}`),
     `processes that exited without being killed: ${crashes.map((c) => `\n  during "${c.phase}": ${c.line}`).join("") || "none"}`,
@@ -272,7 +309,7 @@ describe("the shop under faults, with orders flowing", () => {
   beforeAll(async () => {
     if (!onPglite && !noPostgresRestart) cluster = startPrivatePostgres();
     const databaseUrl = onPglite ? undefined : (cluster?.url ?? sharedServer);
-    started = await startFaultShop({ databaseUrl, dataDir, line: onLine });
+    started = await startFaultShop({ databaseUrl, dataDir, line: onLine, onRecord });
     shop = started.shop;
     databases = started.databases;
     customer = await newCustomer(shop);

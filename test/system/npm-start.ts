@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectPostgres } from "@thinmesh/platform";
+import { dropShopDatabases } from "../../mesh/local/src/shop.js";
 import { isAlive, type Spawned, spawnNode, startedPids } from "./processes.js";
 
 /**
@@ -41,13 +41,7 @@ export function npmStart(name: string, serverUrl: string | undefined) {
         for (const pid of startedPids(shop.output()).filter(isAlive)) process.kill(pid, "SIGKILL");
       }
       rmSync(dataDir, { recursive: true, force: true });
-      if (serverUrl) {
-        const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-        for (const service of ["auth", "catalog", "order", "payment"]) {
-          await sql.unsafe(`drop database if exists "${prefix}_${service}" with (force)`);
-        }
-        await sql.end();
-      }
+      if (serverUrl) await dropShopDatabases(serverUrl, prefix);
     },
   };
 }

@@ -27,6 +27,7 @@ import {
 } from "../../mesh/local/src/invariants.js";
 import {
   devAdmin,
+  dropShopDatabases,
   type LocalShop,
   startLocalShop,
   workloadNames,
@@ -124,12 +125,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
   afterAll(async () => {
     await shop?.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    if (serverUrl) {
-      const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-      for (const name of workloadNames)
-        await sql.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
-      await sql.end();
-    }
+    if (serverUrl) await dropShopDatabases(serverUrl, prefix);
   });
 
   it("confirms an order, with one trace id from the ingress through every hop", async () => {

@@ -103,6 +103,18 @@ const readyzTimeoutMs = 2_000;
 // Dev-only credentials of the provisioned administrator; never use them outside a laptop.
 export const devAdmin = { email: "admin@thinmesh.local", password: "dev-only-admin-password" };
 
+/** Drops the databases a shop with this prefix created on serverUrl (tests, benchmarks). */
+export async function dropShopDatabases(serverUrl: string, prefix: string) {
+  const admin = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
+  try {
+    for (const name of workloadNames) {
+      await admin.unsafe(`drop database if exists "${prefix}_${name}" with (force)`);
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
 async function ensureDatabases(serverUrl: string, prefix: string) {
   const admin = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
   const urls = {} as Record<string, string>;

@@ -1,0 +1,212 @@
+// The mesh's policies acting on the real shop: the four services as processes behind their
+// sidecars (mesh/local), on the real Postgres, configured by a copy of mesh/istio that the
+// test edits while the shop runs, as a developer would.
+import { randomBytes, randomUUID } from "node:crypto";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AuthService } from "@thinmesh/contracts/shop/auth/v1/auth_pb.js";
+import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
+import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
+import { StockReservedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
+import { OrderService, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
+import { buildEventEnvelope, eventually, testPostgresUrl } from "@thinmesh/platform/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main as canary } from "../../mesh/canary/canary.js";
+import {
+  devAdmin,
+  dropShopDatabases,
+  type LocalShop,
+  startLocalShop,
+} from "../../mesh/local/src/shop.js";
+import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
+import { repoRoot } from "./processes.js";
+
+const serverUrl = await testPostgresUrl();
+const prefix = `thinmesh_mesh_${randomBytes(3).toString("hex")}`;
+const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-mesh-"));
+const meshDir = join(dataDir, "istio");
+const records: AccessRecord[] = [];
+const configEvents: ({ ok: true; files: string[] } | { ok: false; message: string })[] = [];
+let shop: LocalShop;
+let customer: string;
+
+const transport = (baseUrl: string) => createConnectTransport({ baseUrl, httpVersion: "1.1" });
+const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+const rpcError = async (call: Promise<unknown>) => {
+  try {
+    await call;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("the call succeeded");
+};
+const silent = { out: { write: () => true }, err: { write: () => true } };
+
+describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
+  beforeAll(async () => {
+    cpSync(join(repoRoot, "mesh/istio"), meshDir, { recursive: true });
+    shop = await startLocalShop({
+      root: repoRoot,
+      ingressPort: 0,
+      statsPort: 0,
+      meshDir,
+      databaseUrl: serverUrl,
+      databasePrefix: prefix,
+      dataDir,
+      logLevel: "warn",
+      events: { line: () => {}, event: () => {} },
+      onRecord: (record) => records.push(record),
+      onConfig: (event) => configEvents.push(event),
+    });
+    await shop.ready(90_000);
+    const auth = createClient(AuthService, transport(shop.ingressUrl));
+    const email = `mesh-${randomUUID().slice(0, 8)}@example.com`;
+    await auth.register({ email, password: "correct horse battery" });
+    customer = (await auth.login({ email, password: "correct horse battery" })).tokens!.accessToken;
+  }, 120_000);
+
+  afterAll(async () => {
+    await shop?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+    if (serverUrl) await dropShopDatabases(serverUrl, prefix);
+  });
+
+  it("refuses plaintext on every inbound side (PeerAuthentication STRICT)", async () => {
+    const endpoints = (await (await fetch(`${shop.adminUrl}/endpoints`)).json()) as {
+      id: string;
+      inbound: string;
+    }[];
+    expect(endpoints.map((e) => e.id).sort()).toEqual(shop.instances.map((i) => i.id).sort());
+    for (const { inbound } of endpoints) {
+      await expect(
+        fetch(`http://${inbound}/shop.order.v1.OrderService/GetOrder`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "{}",
+        }),
+      ).rejects.toThrow();
+    }
+  });
+
+  it("answers 403 RBAC: access denied to an identity the AuthorizationPolicy does not name", async () => {
+    // auth may not deliver events to order; its sidecar calls as cluster.local/ns/shop/sa/auth.
+    const sink = createClient(EventSinkService, transport(shop.peerUrl("auth", "order")));
+    const error = await rpcError(sink.deliver({ events: [] }));
+    expect(error.code).toBe(Code.PermissionDenied);
+    // Envoy's local reply, as plain text: only a gRPC caller gets it as grpc-message.
+    const raw = await fetch(
+      `${shop.peerUrl("auth", "order")}/shop.events.v1.EventSinkService/Deliver`,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"events":[]}',
+      },
+    );
+    expect([raw.status, await raw.text()]).toEqual([403, "RBAC: access denied"]);
+    // Denied by order's inbound side, which saw auth's certificate.
+    expect(records.filter((r) => r.reporter === "destination").at(-1)).toMatchObject({
+      destination_workload: "order",
+      source_principal: "cluster.local/ns/shop/sa/auth",
+      response_code: 403,
+    });
+  });
+
+  it("refuses an event from an identity that does not produce its type (a forged StockReserved)", async () => {
+    // payment may deliver to order (PaymentCaptured), but StockReserved is catalog's.
+    const sink = createClient(EventSinkService, transport(shop.peerUrl("payment", "order")));
+    const forged = buildEventEnvelope(
+      StockReservedSchema,
+      { orderId: randomUUID() },
+      { source: "catalog" },
+    );
+    const { results } = await sink.deliver({ events: [forged] });
+    expect(results).toMatchObject([
+      {
+        eventId: forged.id,
+        error: {
+          code: "permission_denied",
+          message:
+            "shop.events.v1.StockReserved events are accepted only from cluster.local/ns/shop/sa/catalog, not from cluster.local/ns/shop/sa/payment",
+        },
+      },
+    ]);
+  });
+
+  it("answers a malformed token at the edge 401 with Envoy's message (RequestAuthentication)", async () => {
+    const response = await fetch(`${shop.ingressUrl}/shop.order.v1.OrderService/ListOrders`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer not-a-jwt" },
+      body: "{}",
+    });
+    expect(response.status).toBe(401);
+    expect(await response.text()).toBe(
+      "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+    );
+  });
+
+  it("moves the payments to v2 when the canary CLI edits the running shop's configuration", async () => {
+    const admin = (await createClient(AuthService, transport(shop.ingressUrl)).login(devAdmin))
+      .tokens!.accessToken;
+    const { product } = await createClient(
+      CatalogService,
+      transport(shop.ingressUrl),
+    ).createProduct(
+      {
+        sku: `MESH-${randomBytes(3).toString("hex").toUpperCase()}`,
+        name: "Canary test",
+        price: { currencyCode: "EUR", amountMinor: 500n },
+        initialStock: 100,
+      },
+      bearer(admin),
+    );
+    const orders = createClient(OrderService, transport(shop.ingressUrl));
+    // The versions of payment that order's sidecar sent the PaymentRequested deliveries of
+    // `count` new orders to (a relay may carry several events in one call).
+    const paymentVersions = async (count: number) => {
+      const from = records.length;
+      const ids: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const { order } = await orders.placeOrder(
+          {
+            idempotencyKey: randomUUID(),
+            items: [{ productId: product!.id, quantity: 1 }],
+            paymentToken: "tok_test_visa",
+          },
+          bearer(customer),
+        );
+        ids.push(order!.id);
+      }
+      await eventually(async () => {
+        for (const id of ids) {
+          const { order } = await orders.getOrder({ id }, bearer(customer));
+          expect(order!.status).toBe(OrderStatus.CONFIRMED);
+        }
+      }, 30_000);
+      const versions = records
+        .slice(from)
+        .filter(
+          (r) =>
+            r.reporter === "source" &&
+            r.source_workload === "order" &&
+            r.destination_workload === "payment",
+        )
+        .map((r) => r.destination_version);
+      expect(versions.length).toBeGreaterThan(0);
+      return versions;
+    };
+
+    expect(new Set(await paymentVersions(3))).toEqual(new Set(["v1"]));
+    const pushes = configEvents.length;
+    expect(canary(["payment", "promote", "--dir", meshDir], silent)).toBe(0);
+    // Pushed within 2 s, without a restart.
+    await eventually(() => expect(configEvents.length).toBeGreaterThan(pushes), 2_000);
+    expect(configEvents.at(-1)).toMatchObject({ ok: true });
+    expect(new Set(await paymentVersions(3))).toEqual(new Set(["v2"]));
+    expect(records.some((r) => r.upstream_cluster?.startsWith("outbound|8080|v2|payment."))).toBe(
+      true,
+    );
+  });
+});
