@@ -26,6 +26,7 @@ export const checks = {
   "service-ports": checkServicePorts,
   workloads: checkWorkloads,
   configuration: checkConfiguration,
+  "envoy-filters": checkEnvoyFilters,
 } satisfies Record<string, (objects: K8sObject[], facts: RepoFacts) => Finding[]>;
 
 export type CheckName = keyof typeof checks;
@@ -773,6 +774,60 @@ function checkConfiguration(objects: K8sObject[], facts: RepoFacts): Finding[] {
           });
       }
     }
+  }
+  return findings;
+}
+
+/** Istio's root namespace (meshConfig.rootNamespace, which mesh/istio/install leaves as is). */
+const rootNamespace = "istio-system";
+/** Where the ingress gateway runs: the namespace of its identity. */
+const gatewayNamespace =
+  /^cluster\.local\/ns\/([^/]+)\//.exec(ingressPrincipal)?.[1] ?? rootNamespace;
+/** The ingress gateway's pod labels (Istio's istio-ingressgateway). */
+const ingressGatewayLabels: Record<string, string> = {
+  app: "istio-ingressgateway",
+  istio: "ingressgateway",
+};
+
+/**
+ * An EnvoyFilter that patches the ingress gateway (a configPatch matching context GATEWAY, or
+ * a workloadSelector that selects the gateway's pods) is in the root namespace or the
+ * gateway's: Istio applies an EnvoyFilter only to proxies of its own namespace, or to every
+ * proxy when it is in the root namespace, so anywhere else it silently never applies.
+ */
+function checkEnvoyFilters(objects: K8sObject[], facts: RepoFacts): Finding[] {
+  const findings: Finding[] = [];
+  const allowed = [...new Set([rootNamespace, gatewayNamespace])];
+  const gatewayPods = [
+    ingressGatewayLabels,
+    ...kind(objects, "Gateway").map((g) => (g.spec?.selector ?? {}) as Record<string, string>),
+  ];
+  for (const filter of kind(objects, "EnvoyFilter")) {
+    const namespace = filter.metadata.namespace;
+    if (namespace && allowed.includes(namespace)) continue;
+    const reasons: string[] = [];
+    const patches: Tree[] = filter.spec?.configPatches ?? [];
+    const gateway = patches.findIndex((p) => p?.match?.context === "GATEWAY");
+    if (gateway >= 0) reasons.push(`configPatches[${gateway}].match.context is GATEWAY`);
+    const selector: Record<string, string> | undefined = filter.spec?.workloadSelector?.labels;
+    if (selector && Object.keys(selector).length && gatewayPods.some((l) => selects(selector, l)))
+      reasons.push(
+        `workloadSelector.labels (${Object.entries(selector)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(", ")}) select the ingress gateway`,
+      );
+    if (!reasons.length) continue;
+    const source = facts.manifests.get(`EnvoyFilter/${filter.metadata.name}`);
+    const fix = !source
+      ? `set metadata.namespace: ${rootNamespace}`
+      : source.namespace && allowed.includes(source.namespace)
+        ? `${source.file} declares metadata.namespace ${source.namespace}, but a kustomization's namespace field overwrote it: list kustomize/transformers/namespace under transformers instead (it keeps a namespace a resource declares)`
+        : `set metadata.namespace: ${rootNamespace} in ${source.file}`;
+    findings.push({
+      check: "envoy-filters",
+      object: describe(filter),
+      message: `metadata.namespace is ${namespace ?? "unset"}, but ${reasons.join(" and ")}: the ingress gateway runs in ${gatewayNamespace}, and Istio applies an EnvoyFilter only to proxies of its own namespace (to every proxy from the root namespace ${rootNamespace}), so this one never applies. It must be in ${allowed.join(" or ")}: ${fix}`,
+    });
   }
   return findings;
 }

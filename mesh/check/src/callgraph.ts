@@ -2,10 +2,12 @@ import type { Finding } from "./findings.js";
 import type { K8sObject } from "./objects.js";
 import {
   type Access,
+  type ManifestSource,
   type ProtoService,
   readAccessRules,
   readDeclaredProducers,
   readEventProducers,
+  readManifestSources,
   readPeerCalls,
   readProtoServices,
   readSubscriptions,
@@ -26,6 +28,8 @@ export interface RepoFacts {
   declaredProducers: Map<string, string>;
   peerCalls: { caller: string; callee: string; path: string }[];
   access: Map<string, Access>;
+  /** The file under mesh/istio or kustomize/ that declares each manifest, by "Kind/name". */
+  manifests: Map<string, ManifestSource>;
 }
 
 export function loadRepoFacts(root?: string): RepoFacts {
@@ -38,6 +42,7 @@ export function loadRepoFacts(root?: string): RepoFacts {
     declaredProducers: readDeclaredProducers(root),
     peerCalls: readPeerCalls(protos, root),
     access: readAccessRules(protos, root),
+    manifests: readManifestSources(root),
   };
 }
 

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { parse } from "yaml";
+import { join, relative } from "node:path";
+import { parse, parseAllDocuments } from "yaml";
 import { repoRoot } from "./objects.js";
 
 /**
@@ -206,4 +206,44 @@ export function readAccessRules(services: ProtoService[], root = repoRoot): Map<
     }
   }
   return rules;
+}
+
+/** Where a manifest is declared: its file (from the repository root) and the namespace it names. */
+export interface ManifestSource {
+  file: string;
+  namespace?: string;
+}
+
+/**
+ * The manifests kustomize builds from, by "Kind/name": each one's file under mesh/istio or
+ * kustomize/ and the namespace it declares there, so that a finding about a rendered object
+ * can name the file to change (a rendered object carries no file). mesh/istio/variants
+ * (applied by hand) and mesh/istio/install (istioctl's) are not built. The first declaration
+ * of a kind and name wins; documents that do not parse are left to the schema checks.
+ */
+export function readManifestSources(root = repoRoot): Map<string, ManifestSource> {
+  const sources = new Map<string, ManifestSource>();
+  const files = [
+    ...listFiles(join(root, "mesh", "istio"), /^(?!variants\/|install\/).*\.ya?ml$/),
+    ...listFiles(join(root, "kustomize"), /\.ya?ml$/),
+  ];
+  for (const file of files) {
+    for (const document of parseAllDocuments(readFileSync(file, "utf8"))) {
+      if (document.errors.length) continue;
+      const object = document.toJS() as {
+        kind?: unknown;
+        metadata?: { name?: unknown; namespace?: unknown };
+      } | null;
+      const name = object?.metadata?.name;
+      if (typeof object?.kind !== "string" || typeof name !== "string") continue;
+      const key = `${object.kind}/${name}`;
+      if (sources.has(key)) continue;
+      const namespace = object.metadata?.namespace;
+      sources.set(key, {
+        file: relative(root, file),
+        ...(typeof namespace === "string" ? { namespace } : {}),
+      });
+    }
+  }
+  return sources;
 }

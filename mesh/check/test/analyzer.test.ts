@@ -1,14 +1,16 @@
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   analyze,
   type CheckName,
   formatFindings,
+  kustomizeBuild,
   type Overlay,
   overlays,
   without,
   withReplacements,
 } from "../src/index.js";
-import { built, fixture, repoFacts } from "./support.js";
+import { built, fixture, fixturesDir, repoFacts } from "./support.js";
 
 describe("the mesh analyzer passes on the repository", () => {
   for (const overlay of overlays) {
@@ -200,6 +202,13 @@ describe("each check fails on its broken fixture with a clear message", () => {
         /forwardOriginalToken is not true/,
       ],
     ],
+    [
+      "envoy-filters",
+      "envoy-filters-gateway-selector",
+      [
+        /EnvoyFilter shop\/gateway-buffer: metadata\.namespace is shop, but workloadSelector\.labels \(istio=ingressgateway\) select the ingress gateway: .*never applies\. It must be in istio-system: set metadata\.namespace: istio-system/,
+      ],
+    ],
   ];
   for (const [check, name, messages, overlay] of cases) {
     it(`${check}: ${name}`, () => {
@@ -213,6 +222,49 @@ describe("each check fails on its broken fixture with a clear message", () => {
     expect(formatFindings(analyze(objects, repoFacts(), ["call-graph"]))).toMatch(
       /no allow-nothing AuthorizationPolicy \(spec: \{\}\) in namespace shop/,
     );
+  });
+
+  it("envoy-filters: kustomize's namespace field moved the rate limit out of istio-system", () => {
+    // The dev overlay as it rendered with `namespace: shop`, which overwrote the EnvoyFilter's.
+    const objects = kustomizeBuild(join(fixturesDir, "envoy-filters-namespace-field"));
+    const text = formatFindings(analyze(objects, repoFacts(), ["envoy-filters"]));
+    expect(text).toMatch(
+      /^\[envoy-filters\] EnvoyFilter shop\/auth-rate-limit: metadata\.namespace is shop, but configPatches\[0\]\.match\.context is GATEWAY and workloadSelector\.labels \(istio=ingressgateway\) select the ingress gateway: the ingress gateway runs in istio-system/,
+    );
+    expect(text).toMatch(
+      /mesh\/istio\/rate-limit\.yaml declares metadata\.namespace istio-system, but a kustomization's namespace field overwrote it: list kustomize\/transformers\/namespace under transformers/,
+    );
+    expect(text.split("\n")).toHaveLength(1);
+  });
+
+  it("envoy-filters: a gateway EnvoyFilter the file itself puts in shop is to be moved there", () => {
+    const objects = built("dev").map((o) =>
+      o.kind === "EnvoyFilter" ? { ...o, metadata: { ...o.metadata, namespace: "shop" } } : o,
+    );
+    const facts = repoFacts();
+    const manifests = new Map(facts.manifests);
+    manifests.set("EnvoyFilter/auth-rate-limit", {
+      file: "mesh/istio/rate-limit.yaml",
+      namespace: "shop",
+    });
+    expect(formatFindings(analyze(objects, { ...facts, manifests }, ["envoy-filters"]))).toMatch(
+      /It must be in istio-system: set metadata\.namespace: istio-system in mesh\/istio\/rate-limit\.yaml$/,
+    );
+  });
+
+  it("envoy-filters: a sidecar's EnvoyFilter in its workload's namespace is fine", () => {
+    const text = report("envoy-filters", "envoy-filters-gateway-selector");
+    expect(text).toMatch(/gateway-buffer/);
+    expect(text).not.toMatch(/auth-sidecar-buffer/);
+  });
+
+  it("envoy-filters: the rate limit is in istio-system in every overlay", () => {
+    for (const overlay of overlays) {
+      const filters = built(overlay).filter((o) => o.kind === "EnvoyFilter");
+      expect(filters.map((f) => `${f.metadata.namespace}/${f.metadata.name}`)).toEqual([
+        "istio-system/auth-rate-limit",
+      ]);
+    }
   });
 
   it("routing: a subset at weight 0 may be empty (payment v2 before the canary is deployed)", () => {

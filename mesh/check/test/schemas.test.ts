@@ -49,7 +49,7 @@ describe("the schema checks fail on broken fixtures", () => {
     ],
     [
       "schema-istio-envoyfilter",
-      /EnvoyFilter shop\/auth-rate-limit: spec: only one of targetRefs or workloadSelector can be set[\s\S]*spec\.configPatches\.0\.match: only support waypointMatch when context is WAYPOINT/,
+      /EnvoyFilter istio-system\/auth-rate-limit: spec: only one of targetRefs or workloadSelector can be set[\s\S]*spec\.configPatches\.0\.match: only support waypointMatch when context is WAYPOINT/,
     ],
     ["schema-kubernetes-type", /Service shop\/catalog: spec\.ports\.0\.port: must be integer/],
     ["schema-unknown-kind", /Deployment shop\/typo: no schema known for app\/v1 Deployment/],

@@ -48,6 +48,16 @@ describe("what the repository declares", () => {
     expect(fromFile).toEqual(fallbackPeerCalls.filter((c) => c.caller === "order"));
   });
 
+  it("knows which file declares each manifest, and the namespace it declares there", () => {
+    const { manifests } = repoFacts();
+    expect(manifests.get("EnvoyFilter/auth-rate-limit")).toEqual({
+      file: "mesh/istio/rate-limit.yaml",
+      namespace: "istio-system",
+    });
+    expect(manifests.get("Deployment/auth")).toEqual({ file: "kustomize/base/auth.yaml" });
+    expect(manifests.get("VirtualService/payment")?.file).toBe("mesh/istio/payment.yaml");
+  });
+
   it("derives the whole call graph of dev", () => {
     const { edges, findings } = expectedEdges(built("dev"), repoFacts());
     expect(findings).toEqual([]);
