@@ -83,6 +83,8 @@ export function transientCause(error: unknown): string | undefined {
   for (const e of causeChain(error)) {
     const code = codeOfError(e);
     if (code && (transientCodes.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return code;
+    // A database on a Unix socket that is restarting: its socket file is missing for a while.
+    if (code === "ENOENT" && (e as { syscall?: unknown }).syscall === "connect") return code;
   }
   return undefined;
 }

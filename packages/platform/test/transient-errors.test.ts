@@ -57,6 +57,16 @@ describe("toConnectError", () => {
     expect(codeOf(Object.assign(new Error("bare"), { code }))).toBe("Unavailable");
   });
 
+  it("answers a database's missing Unix socket (restarting) as unavailable, other ENOENT as internal", () => {
+    const socketGone = Object.assign(new Error("connect ENOENT /tmp/pg/.s.PGSQL.5432"), {
+      code: "ENOENT",
+      syscall: "connect",
+    });
+    expect(codeOf(new Error("Failed query", { cause: socketGone }))).toBe("Unavailable");
+    const noFile = Object.assign(new Error("open ENOENT x"), { code: "ENOENT", syscall: "open" });
+    expect(codeOf(noFile)).toBe("Internal");
+  });
+
   it("answers text Postgres cannot store (22021) as invalid_argument", () => {
     expect(codeOf(databaseError("22021"))).toBe("InvalidArgument");
   });

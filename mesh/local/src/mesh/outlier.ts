@@ -88,7 +88,12 @@ export class OutlierDetector {
   #monitor(id: string): Monitor {
     let monitor = this.#monitors.get(id);
     if (!monitor) {
-      monitor = { consecutive5xx: 0, consecutiveGateway: 0, consecutiveLocalOrigin: 0, ejections: 0 };
+      monitor = {
+        consecutive5xx: 0,
+        consecutiveGateway: 0,
+        consecutiveLocalOrigin: 0,
+        ejections: 0,
+      };
       this.#monitors.set(id, monitor);
     }
     return monitor;
