@@ -19,7 +19,9 @@ describe("trafficPolicyFor", () => {
         idleTimeoutMs: 60_000,
       },
       outlierDetection: {
-        consecutive5xxErrors: 5,
+        consecutive5xxErrors: 0,
+        splitExternalLocalOriginErrors: true,
+        consecutiveLocalOriginFailures: 5,
         intervalMs: 10_000,
         baseEjectionTimeMs: 30_000,
         maxEjectionPercent: 50,
