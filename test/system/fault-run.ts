@@ -2,11 +2,16 @@
 // customers' orders through the ingress, and waits on what a fault leaves behind.
 
 import { randomBytes, randomUUID } from "node:crypto";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@thinmesh/contracts/shop/auth/v1/auth_pb.js";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
-import { OrderService, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
+import {
+  type Order,
+  OrderService,
+  OrderStatus,
+} from "@thinmesh/contracts/shop/order/v1/order_pb.js";
 import type { ShopDatabases } from "../../mesh/local/src/invariants.js";
 import {
   devAdmin,
@@ -260,9 +265,12 @@ export async function whenAllTerminal(
   customer: Customer,
   ids: readonly string[],
   timeoutMs: number,
-): Promise<{ at?: number; open: string[] }> {
+): Promise<{ at?: number; open: string[]; slowest?: Order }> {
   const orders = createClient(OrderService, transportFor(shop));
   const open = new Set(ids);
+  // When each became terminal, by its own update_time: polling adds its own delay.
+  let slowest: Order | undefined;
+  const endOf = (order: Order) => (order.updateTime ? timestampMs(order.updateTime) : 0);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -275,15 +283,22 @@ export async function whenAllTerminal(
         );
         for (const order of page.orders) {
           unseen.delete(order.id);
-          if (order.status === OrderStatus.CONFIRMED || order.status === OrderStatus.CANCELLED)
+          if (
+            open.has(order.id) &&
+            (order.status === OrderStatus.CONFIRMED || order.status === OrderStatus.CANCELLED)
+          ) {
             open.delete(order.id);
+            if (!slowest || endOf(order) > endOf(slowest)) slowest = order;
+          }
         }
         pageToken = page.nextPageToken;
       } while (pageToken && unseen.size > 0);
     } catch {
       // Down or restarting: ask again.
     }
-    if (open.size === 0) return { at: Date.now(), open: [] };
+    if (open.size === 0) {
+      return { at: slowest ? endOf(slowest) : Date.now(), open: [], ...(slowest && { slowest }) };
+    }
     if (Date.now() > deadline) return { open: [...open] };
     await sleep(200);
   }

@@ -6,9 +6,11 @@
 // `terminalBoundSeconds`; at the end the invariant checker must find nothing: no order lost
 // or stuck, none charged twice, money, ledger, stock and events all accounted for. Prints a
 // table per fault and the payment provider's calls per order.
+
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
 import { testPostgresUrl } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -141,6 +143,7 @@ interface PhaseResult {
   errors: Record<string, number>;
   /** One message per error code. */
   messages: Record<string, string>;
+  slowest: string | undefined;
   terminal: number;
   /** Seconds from the heal until every order of the phase was terminal (none: never). */
   secondsToTerminal: number | undefined;
@@ -203,7 +206,12 @@ async function phase(fault: string, inject: () => Promise<number>): Promise<Phas
   }
   const placed = load.placed.filter((o) => o.phase === fault);
   const ids = load.answeredOk(fault);
-  const { at, open } = await whenAllTerminal(shop, customer, ids, terminalWaitSeconds * 1000);
+  const { at, open, slowest } = await whenAllTerminal(
+    shop,
+    customer,
+    ids,
+    terminalWaitSeconds * 1000,
+  );
   const errors: Record<string, number> = {};
   const messages: Record<string, string> = {};
   for (const o of placed) {
@@ -217,6 +225,13 @@ async function phase(fault: string, inject: () => Promise<number>): Promise<Phas
     gaveUp: placed.filter((o) => o.failed).map((o) => o.failed!),
     errors,
     messages,
+    // Where the last order's time went, in seconds from the heal (negative: before it).
+    slowest: slowest
+      ? [
+          `created ${relative(slowest.createTime, healedAt)}`,
+          ...slowest.timeline.map((t) => `${t.step} ${relative(t.time, healedAt)}`),
+        ].join(", ")
+      : undefined,
     terminal: ids.length - open.length,
     secondsToTerminal: at === undefined ? undefined : Math.max(0, (at - healedAt) / 1000),
     faultSeconds: (healedAt - injectedAt) / 1000,
@@ -224,6 +239,9 @@ async function phase(fault: string, inject: () => Promise<number>): Promise<Phas
   results.push(result);
   return result;
 }
+
+const relative = (time: Timestamp | undefined, from: number) =>
+  time ? `${((timestampMs(time) - from) / 1000).toFixed(1)} s` : "?";
 
 /** What the issue's targets ask of every phase. */
 function expectHealed(result: PhaseResult) {
@@ -288,6 +306,7 @@ function printReport(report: InvariantReport | undefined) {
     ...rows.map((r) => JSON.stringify(r)),
     ...results.flatMap((r) => [
       ...Object.entries(r.messages).map(([code, m]) => `  ${r.fault}: first ${code}: ${m}`),
+      `  ${r.fault}: the last order to end: ${r.slowest ?? "none"}`,
       `  ${r.fault}: the mesh's own answers: ${
         [...(meshFlags.get(r.fault) ?? [])].map(([k, n]) => `${k} ×${n}`).join(", ") || "none"
       }`,

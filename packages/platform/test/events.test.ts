@@ -321,6 +321,42 @@ describe("consumers", () => {
     expect(Date.now() - backAt).toBeLessThan(5_000);
   });
 
+  it("find out a subscriber is back without a new event: one delivery is probed each poll", async () => {
+    const port = await freePort();
+    const { bus, relay } = producerBus(
+      { consumer: `http://127.0.0.1:${port}` },
+      { pollIntervalMs: 200, baseBackoffMs: 60_000, maxBackoffMs: 60_000 },
+    );
+    relay.start();
+    const missed = [
+      await placeOrder(bus, crypto.randomUUID()),
+      await placeOrder(bus, crypto.randomUUID()),
+    ];
+    await eventually(async () => {
+      const failed = rowsOf(
+        await producer.db.execute(
+          sql`select 1 from outbox_deliveries where event_id = any(${`{${missed.join(",")}}`}::uuid[]) and status = 'pending' and last_error is not null`,
+        ),
+      );
+      expect(failed).toHaveLength(4);
+    });
+    const db = await createTestDatabase("platform_probe");
+    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+    cleanups.push(async () => {
+      await back.stop();
+      await db.drop();
+    });
+    await back.ready;
+    const backAt = Date.now();
+    await eventually(async () => {
+      for (const id of missed) {
+        expect((await deliveryStates(id)).map((s) => s.status)).toEqual(["delivered", "delivered"]);
+      }
+    }, 20_000);
+    // Without the probe: a minute of backoff.
+    expect(Date.now() - backAt).toBeLessThan(5_000);
+  });
+
   it("dedupe a redelivery after the relay died between delivering and marking delivered", async () => {
     const { bus, relay } = producerBus({ consumer: consumer.url }, { leaseMs: 200 });
     const orderId = crypto.randomUUID();

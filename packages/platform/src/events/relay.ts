@@ -227,6 +227,23 @@ export function createRelay(options: RelayOptions): Relay {
          and lease_until is null`);
   }
 
+  /**
+   * While a subscriber is away, its oldest backed-off delivery is tried again within a poll:
+   * one call per poll finds out when it is back (then dueNow), even when no new event comes
+   * to show it, instead of every delivery waiting out a backoff that grew meanwhile.
+   */
+  async function probeSoon(subscriber: string) {
+    const soon = `${pollIntervalMs} milliseconds`;
+    await db.execute(sql`
+      update outbox_deliveries set next_attempt_at = now() + ${soon}::interval
+       where subscriber = ${subscriber}
+         and next_attempt_at > now() + ${soon}::interval
+         and event_id = (
+           select event_id from outbox_deliveries
+            where subscriber = ${subscriber} and status = 'pending' and lease_until is null
+            order by next_attempt_at limit 1)`);
+  }
+
   function countOutcomes(subscriber: string, outcomes: Outcome[]) {
     const counter = options.metrics?.outboxDeliveries;
     if (!counter) return;
@@ -311,6 +328,16 @@ export function createRelay(options: RelayOptions): Relay {
         }
         // Recorded (and no longer leased), or left to run out.
         release(failed);
+        if (away) {
+          try {
+            await probeSoon(subscriber);
+          } catch (error) {
+            logger.warn(
+              { err: error, subscriber },
+              "cannot schedule a probe of an away subscriber",
+            );
+          }
+        }
       }
       return outcomes.filter((o) => !o.error).map((o) => o.row.event_id);
     };
