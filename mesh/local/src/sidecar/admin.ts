@@ -5,15 +5,20 @@ import type { AccessRecord, Telemetry } from "./telemetry.js";
 
 /** The most recent access records, for tools that want the hops themselves (the console). */
 export class RecentRecords {
+  // A ring: once full, each record replaces the oldest in place. (A splice per record moved
+  // the whole array on every request the mesh proxied.)
   readonly #records: AccessRecord[] = [];
+  #next = 0;
   constructor(private readonly capacity = 2_000) {}
   add(record: AccessRecord) {
-    this.#records.push(record);
-    if (this.#records.length > this.capacity)
-      this.#records.splice(0, this.#records.length - this.capacity);
+    if (this.#records.length < this.capacity) this.#records.push(record);
+    else this.#records[this.#next] = record;
+    this.#next = (this.#next + 1) % this.capacity;
   }
+  /** Oldest first. */
   list(): readonly AccessRecord[] {
-    return this.#records;
+    if (this.#records.length < this.capacity) return this.#records;
+    return [...this.#records.slice(this.#next), ...this.#records.slice(0, this.#next)];
   }
 }
 
