@@ -306,8 +306,15 @@ export function createRelay(options: RelayOptions): Relay {
       finished = [];
       countOutcomes(subscriber, outcomes);
       const failed = outcomes.filter((o) => o.error).map((o) => o.row.event_id);
-      if (outcomes.some((o) => o.callFailed && awayCodes.has(o.error!.code))) away = true;
-      else if (away && outcomes.some((o) => !o.error)) {
+      // Away: a call failed as a whole, or the subscriber answered but could apply none of the
+      // events for a transient reason (its database restarting answers every event unavailable).
+      const isAway = (o: Outcome) => o.error !== undefined && awayCodes.has(o.error.code);
+      if (
+        outcomes.some((o) => o.callFailed && isAway(o)) ||
+        (outcomes.length > 0 && outcomes.every(isAway))
+      ) {
+        away = true;
+      } else if (away && outcomes.some((o) => !o.error)) {
         away = false;
         try {
           await dueNow(subscriber);
