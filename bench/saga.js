@@ -120,7 +120,12 @@ export async function runPhase(
     placed: latencies.length,
     failures: placed.failures,
     placingSeconds: placed.placingSeconds,
+    /** Orders done (confirmed; placed, with placeOnly), and in how many seconds. */
+    done,
+    doneSeconds: perSecond > 0 ? done / perSecond : 0,
     confirmedPerSecond: perSecond,
+    /** Every PlaceOrder latency (ms), sorted: phases can be pooled. */
+    latencies,
     placeP50: percentile(latencies, 50),
     placeP99: percentile(latencies, 99),
     confirmP50: percentile(toConfirmed, 50),
