@@ -200,7 +200,14 @@ export type VirtualService = z.infer<typeof virtualServiceSchema>;
 // DestinationRule
 
 const trafficPolicySchema = z.strictObject({
-  tls: z.strictObject({ mode: z.enum(["ISTIO_MUTUAL", "DISABLE"]) }).optional(),
+  // Every hop between mesh/local's proxies is mutual TLS; another mode would be ignored.
+  tls: z
+    .strictObject({
+      mode: z.literal("ISTIO_MUTUAL", {
+        error: "not implemented by mesh/local: only ISTIO_MUTUAL (every hop is mutual TLS)",
+      }),
+    })
+    .optional(),
   loadBalancer: z
     .strictObject({ simple: z.enum(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]) })
     .optional(),

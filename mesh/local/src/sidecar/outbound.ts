@@ -263,7 +263,7 @@ export function createOutbound(options: OutboundOptions) {
         retrying = false;
       };
       const sentAt = performance.now();
-      const result = await sendUpstream(sessions.get(sessionKey(endpoint)), {
+      const result = await sendUpstream(sessions.get(sessionKey(endpoint), cluster.pool), {
         method: request.method,
         path: request.target,
         authority: host,
@@ -313,7 +313,7 @@ export function createOutbound(options: OutboundOptions) {
         release();
         retrying = true;
         if (result.kind === "response") result.stream.close();
-        await sleep(backoffMs(attempt, random));
+        await sleep(backoffMs(attempt, random, retry.backoffBaseMs));
         if (downstream.aborted) {
           cluster.pool.retryFinished();
           return disconnected(target);

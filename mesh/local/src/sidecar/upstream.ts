@@ -109,10 +109,28 @@ export class SessionPool {
   readonly #sessions = new Map<string, http2.ClientHttp2Session>();
   constructor(private readonly connect: (key: string) => http2.ClientHttp2Session) {}
 
-  get(key: string): http2.ClientHttp2Session {
+  /**
+   * The session to one upstream. limits are the cluster's connectionPool settings, applied to
+   * a new session: tcp.connectTimeout (connect failure after it) and idleTimeout (closed after
+   * that long without a request or response in progress).
+   */
+  get(
+    key: string,
+    limits?: { connectTimeoutMs: number; idleTimeoutMs: number },
+  ): http2.ClientHttp2Session {
     let session = this.#sessions.get(key);
     if (!session || session.closed || session.destroyed) {
       const created = this.connect(key);
+      if (limits) {
+        const connecting = setTimeout(() => {
+          if (created.connecting) created.destroy(new Error("connect timeout"));
+        }, limits.connectTimeoutMs);
+        connecting.unref();
+        created.once("connect", () => clearTimeout(connecting));
+        created.once("close", () => clearTimeout(connecting));
+        if (limits.idleTimeoutMs > 0)
+          created.setTimeout(limits.idleTimeoutMs, () => created.close());
+      }
       // Each request in flight listens for the session's error (sendUpstream).
       created.setMaxListeners(0);
       created.on("error", () => {});

@@ -176,6 +176,13 @@ describe("refusing what mesh/local does not implement or Istio would reject", ()
     );
   });
 
+  it("DestinationRule: a TLS mode other than ISTIO_MUTUAL", () => {
+    refused(
+      `apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec: { host: payment, trafficPolicy: { tls: { mode: DISABLE } } }`,
+      /DestinationRule d: spec\.trafficPolicy\.tls\.mode: not implemented by mesh\/local: only ISTIO_MUTUAL/,
+    );
+  });
+
   it("PeerAuthentication: port-level mTLS and unknown modes", () => {
     refused(
       `apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: p }\nspec: { mtls: { mode: STRICT }, portLevelMtls: { "8080": { mode: DISABLE } } }`,
