@@ -2,7 +2,7 @@
 // sidecars (mesh/local), on the real Postgres, configured by a copy of mesh/istio that the
 // test edits while the shop runs, as a developer would.
 import { randomBytes, randomUUID } from "node:crypto";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -208,5 +208,47 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
     expect(records.some((r) => r.upstream_cluster?.startsWith("outbound|8080|v2|payment."))).toBe(
       true,
     );
+  });
+  it("limits the auth RPCs per client at the ingress: 429 local_rate_limited, flag RL (the EnvoyFilter)", async () => {
+    // The committed bucket holds 100 calls per client; a live edit makes it 3 for this test.
+    const file = join(meshDir, "rate-limit.yaml");
+    const committed = readFileSync(file, "utf8");
+    const pushes = configEvents.length;
+    writeFileSync(
+      file,
+      committed.replace(
+        /max_tokens: 100\n(\s+)tokens_per_fill: 20\n(\s+)fill_interval: 10s/,
+        "max_tokens: 3\n$1tokens_per_fill: 1\n$2fill_interval: 60s",
+      ),
+    );
+    await eventually(() => expect(configEvents.length).toBeGreaterThan(pushes), 2_000);
+    expect(configEvents.at(-1)).toMatchObject({ ok: true });
+    const login = () =>
+      fetch(`${shop.ingressUrl}/shop.auth.v1.AuthService/Login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "nobody@example.com", password: "wrong password" }),
+      });
+    const answers: number[] = [];
+    let limited: Response | undefined;
+    for (let i = 0; i < 5; i++) {
+      const response = await login();
+      answers.push(response.status);
+      if (response.status === 429 && response.headers.get("x-local-rate-limit")) limited = response;
+      else await response.text();
+    }
+    expect(answers.slice(0, 3)).not.toContain(429);
+    expect(limited).toBeDefined();
+    expect(await limited!.text()).toBe("local_rate_limited");
+    expect(
+      records.some(
+        (r) =>
+          r.source_workload === "istio-ingressgateway" &&
+          r.path === "/shop.auth.v1.AuthService/Login" &&
+          r.response_code === 429 &&
+          r.response_flags === "RL",
+      ),
+    ).toBe(true);
+    writeFileSync(file, committed);
   });
 });
