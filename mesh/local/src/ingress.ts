@@ -63,8 +63,9 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
     const { headers, req } = request;
     const remote = req.socket?.remoteAddress ?? "";
     headers["x-forwarded-proto"] = "http";
-    // With tracing on (mesh/istio/tracing; dev samples everything) the gateway is the trace's
-    // root when the client sent none: its access record and every hop after it share the id.
+    // As a gateway with tracing on (mesh/istio/tracing; dev samples everything), it is the
+    // trace's root when the client sent none: its access record and every later hop share the
+    // id. mesh/local always does this; it exports no spans itself.
     if (!traceparentPattern.test(headerOf(headers, "traceparent") ?? "")) {
       headers.traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
     }

@@ -12,8 +12,8 @@ export interface IngressConfig {
   /** The gateway's VirtualServices' routes, in the order Istio evaluates them. */
   routes: HttpRoute[];
   /**
-   * Resources validated (mesh/config.ts) but not enforced by the ingress itself (kind/name):
-   * the sidecars enforce them once they call mesh/ (issue 15).
+   * Resources validated (mesh/config.ts) but enforced by no proxy (kind/name): none since the
+   * sidecars enforce every resource; an unimplemented field is refused at load instead.
    */
   notEnforced: string[];
 }

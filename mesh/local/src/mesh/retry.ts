@@ -9,7 +9,8 @@
  * only (a trailers-only gRPC error); Connect errors are plain HTTP statuses.
  *
  * Not implemented (refused at load): retriable-headers, reset-before-request, envoy-ratelimited,
- * retryRemoteLocalities, retryIgnorePreviousHosts (mesh/local retries on any endpoint).
+ * retryRemoteLocalities, retryIgnorePreviousHosts (mesh/local always prefers an endpoint not
+ * tried yet, as Istio's default previous_hosts predicate does).
  */
 import { durationMs, type HttpRetry } from "./config.js";
 
