@@ -9,7 +9,11 @@
  * any), then the key (kid/alg in the JWKS) and the signature (jose). The principal is
  * "<iss>/<sub>"; forwardOriginalToken false (Istio's default) strips the token before the app.
  * JWKS: fetched through the caller's fetchJwks and cached 5 min (Envoy's remote_jwks default),
- * refreshed early on an unknown kid at most every 30 s. Not implemented (refused at load):
+ * refreshed early on an unknown kid at most every 30 s. A signature once verified is remembered
+ * for the token and the JWKS key that verified it (Envoy's jwt_cache_config, which Istio leaves
+ * off; here a signature check costs a crypto round trip on Node's thread pool per request): the
+ * form, issuer, time and audience checks still run on every request, and a key that leaves the
+ * JWKS (a refetch) makes its tokens verified afresh. Not implemented (refused at load):
  * fromCookies, outputPayloadToHeader, outputClaimToHeaders, OpenID discovery without jwksUri.
  */
 import {
@@ -51,6 +55,8 @@ export const JWT_MESSAGES = {
 const CLOCK_SKEW_S = 60;
 const JWKS_CACHE_MS = 5 * 60_000;
 const UNKNOWN_KID_REFRESH_MS = 30_000;
+/** Tokens whose signature is remembered; the oldest is forgotten first. */
+const VERIFIED_TOKENS_KEPT = 1000;
 
 interface Location {
   header?: { name: string; prefix: string };
@@ -109,9 +115,18 @@ export function createRequestAuthenticator(
     )
     .flatMap((ra) => ra.spec.jwtRules);
   const cache = new Map<string, { keys: JWK[]; fetchedAt: number }>();
+  const inlineKeys = new Map<JwtRule, JWK[]>();
+  /** JWKS key → alg → its imported form (a key without `alg` may serve several). */
+  const importedKeys = new WeakMap<JWK, Map<string, ReturnType<typeof importJWK>>>();
+  /** token → the JWKS key (this fetch's object) that verified its signature. */
+  const verifiedTokens = new Map<string, JWK>();
 
   async function keysOf(rule: JwtRule, refresh: boolean): Promise<JWK[]> {
-    if (rule.jwks) return (JSON.parse(rule.jwks) as JSONWebKeySet).keys;
+    if (rule.jwks) {
+      let keys = inlineKeys.get(rule);
+      if (!keys) inlineKeys.set(rule, (keys = (JSON.parse(rule.jwks) as JSONWebKeySet).keys));
+      return keys;
+    }
     const uri = rule.jwksUri!;
     const cached = cache.get(uri);
     const age = cached ? now() - cached.fetchedAt : Number.POSITIVE_INFINITY;
@@ -121,6 +136,26 @@ export function createRequestAuthenticator(
     const { keys } = await fetchJwks(uri);
     cache.set(uri, { keys, fetchedAt: now() });
     return keys;
+  }
+
+  function importedKey(key: JWK, alg: string) {
+    let byAlg = importedKeys.get(key);
+    if (!byAlg) importedKeys.set(key, (byAlg = new Map()));
+    let imported = byAlg.get(alg);
+    if (!imported) {
+      imported = importJWK(key, alg);
+      byAlg.set(alg, imported);
+      imported.catch(() => byAlg.delete(alg));
+    }
+    return imported;
+  }
+
+  function remember(token: string, key: JWK) {
+    verifiedTokens.delete(token);
+    verifiedTokens.set(token, key);
+    if (verifiedTokens.size > VERIFIED_TOKENS_KEPT) {
+      verifiedTokens.delete(verifiedTokens.keys().next().value!);
+    }
   }
 
   const failure = (body: string): JwtResult => ({
@@ -167,10 +202,15 @@ export function createRequestAuthenticator(
       return failure(JWT_MESSAGES.fetch);
     }
     if (!key) return failure(JWT_MESSAGES.kidAlg);
-    try {
-      await compactVerify(token, await importJWK(key, header.alg), { algorithms: [header.alg!] });
-    } catch {
-      return failure(JWT_MESSAGES.verification);
+    if (verifiedTokens.get(token) !== key) {
+      try {
+        await compactVerify(token, await importedKey(key, header.alg!), {
+          algorithms: [header.alg!],
+        });
+      } catch {
+        return failure(JWT_MESSAGES.verification);
+      }
+      remember(token, key);
     }
     return {
       ok: true,

@@ -1,7 +1,20 @@
-import { type CryptoKey, exportJWK, generateKeyPair, type JSONWebKeySet, SignJWT } from "jose";
-import { beforeAll, describe, expect, it } from "vitest";
+import {
+  compactVerify,
+  type CryptoKey,
+  exportJWK,
+  generateKeyPair,
+  type JSONWebKeySet,
+  SignJWT,
+} from "jose";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { createRequestAuthenticator, JWT_MESSAGES } from "../../src/mesh/jwt.js";
 import { configFrom, headers, repoConfig } from "./support.js";
+
+// Counts signature checks, to show which requests are answered from the verified-token cache.
+vi.mock("jose", async (importOriginal) => {
+  const jose = await importOriginal<typeof import("jose")>();
+  return { ...jose, compactVerify: vi.fn(jose.compactVerify) };
+});
 
 const ISSUER = "https://auth.thinmesh.local";
 const order = { namespace: "shop", labels: { app: "order", version: "v1" } };
@@ -161,5 +174,35 @@ spec:
     expect(await call({ "x-token": token })).toMatchObject({ ok: true, stripAuthorization: true });
     // Authorization is not a location of this rule.
     expect(await call(bearer("garbage"))).toEqual({ ok: true, stripAuthorization: false });
+  });
+
+  it("checks a token's signature once per JWKS key, and its time and issuer on every request", async () => {
+    let now = NOW;
+    let served = jwks;
+    const auth = createRequestAuthenticator(repoConfig(), order, async () => served, () => now);
+    const call = (token: string) =>
+      auth.authenticate({ header: headers(bearer(token)), query: new URLSearchParams() });
+    const token = await sign(valid({ exp: NOW / 1000 + 600 }));
+    vi.mocked(compactVerify).mockClear();
+    for (let i = 0; i < 3; i++) {
+      expect(await call(token)).toMatchObject({ ok: true, principal: `${ISSUER}/user-1` });
+    }
+    expect(compactVerify).toHaveBeenCalledTimes(1);
+    // A remembered signature does not outlive the token.
+    now = NOW + (600 + 61) * 1000;
+    expect(await call(token)).toMatchObject({ ok: false, body: JWT_MESSAGES.expired });
+    // auth rotated k1 to a new key pair: once the JWKS is refetched (5 min), the old token's
+    // signature is checked again, against the new key, and fails.
+    now = NOW;
+    const rotated = await generateKeyPair("ES256", { extractable: true });
+    served = {
+      keys: [{ ...(await exportJWK(rotated.publicKey)), kid: "k1", alg: "ES256", use: "sig" }],
+    };
+    now += 5 * 60_000;
+    expect(await call(token)).toMatchObject({ ok: false, body: JWT_MESSAGES.verification });
+    const fresh = await sign(valid({ exp: now / 1000 + 600 }), { key: rotated.privateKey });
+    expect(await call(fresh)).toMatchObject({ ok: true });
+    expect(await call(fresh)).toMatchObject({ ok: true });
+    expect(compactVerify).toHaveBeenCalledTimes(3);
   });
 });
