@@ -1,3 +1,4 @@
+import { istioDurationProblem, parseDuration } from "../../local/src/mesh/duration.js";
 import {
   allowedEdges,
   edgeKey,
@@ -7,7 +8,6 @@ import {
   type RepoFacts,
   serviceOfHost,
 } from "./callgraph.js";
-import { istioDurationProblem, parseDuration } from "./durations.js";
 import type { Finding } from "./findings.js";
 import { describe, type K8sObject } from "./objects.js";
 

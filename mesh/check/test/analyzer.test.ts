@@ -59,7 +59,7 @@ describe("each check fails on its broken fixture with a clear message", () => {
     [
       "istio-rules",
       "istio-rules-precision",
-      [/http\[0\] \(catalog\)\.timeout: "1500us": only durations to ms precision are supported/],
+      [/http\[0\] \(catalog\)\.timeout: "1500us": only whole milliseconds are supported/],
     ],
     [
       "istio-rules",

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import formats from "ajv-formats";
 import { parseAllDocuments } from "yaml";
-import { parseDuration } from "../durations.js";
+import { parseDuration } from "../../../local/src/mesh/duration.js";
 import type { Finding } from "../findings.js";
 import { describe, type K8sObject, repoRoot } from "../objects.js";
 

@@ -1,8 +1,7 @@
 /**
- * Istio's duration grammar (Go's time.ParseDuration, as Istio's CRDs take it: "1h2m3.5s",
- * "100ms", "2s") and its rule for networking durations: at least 1ms, whole milliseconds.
- * mesh/check/src/durations.ts parses the same grammar for the offline analyzer; mesh/local
- * builds on its own (its rootDir is src), hence this small copy.
+ * Istio's duration grammar (Go's time.ParseDuration, as Istio's CRDs and CEL's duration() take
+ * it: "1h2m3.5s", "100ms", "2s") and its rule for networking durations: at least 1ms, whole
+ * milliseconds. The one parser of the repository: mesh/check's analyzer and schemas use it too.
  */
 const unitNs: Record<string, number> = {
   ns: 1,
@@ -14,18 +13,38 @@ const unitNs: Record<string, number> = {
   h: 3600e9,
 };
 
-/** Milliseconds, or a problem saying what is wrong with the text. */
-export function parseIstioDuration(text: unknown): { ms: number } | { problem: string } {
-  const shown = JSON.stringify(text);
-  if (typeof text !== "string" || !/^((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$/.test(text)) {
-    return { problem: `${shown} is not a duration (Istio's form: "100ms", "2s", "1h2m3.5s")` };
-  }
+/** Nanoseconds, or undefined when the text is not a duration (a sign is allowed, as in Go). */
+export function parseDuration(text: unknown): number | undefined {
+  if (typeof text !== "string") return undefined;
+  if (text === "0") return 0;
+  const match = /^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$/.exec(text);
+  if (!match) return undefined;
   let ns = 0;
-  for (const [, amount, unit] of text.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)) {
+  for (const [, amount, unit] of text
+    .slice(match[1]!.length)
+    .matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)) {
     ns += Number(amount) * unitNs[unit!]!;
   }
-  ns = Math.round(ns);
-  if (ns < 1e6) return { problem: `${shown}: a duration must be at least 1ms` };
-  if (ns % 1e6 !== 0) return { problem: `${shown}: only whole milliseconds are supported` };
-  return { ms: ns / 1e6 };
+  return match[1] === "-" ? -Math.round(ns) : Math.round(ns);
+}
+
+/**
+ * Istio's rule for every duration in its networking API (ValidateDuration): at least 1ms and a
+ * whole number of milliseconds. A problem, or undefined when the duration is valid.
+ */
+export function istioDurationProblem(text: unknown): string | undefined {
+  const shown = JSON.stringify(text);
+  const ns = parseDuration(text);
+  if (ns === undefined) {
+    return `${shown} is not a duration (Istio's form: "100ms", "2s", "1h2m3.5s")`;
+  }
+  if (ns < 1e6) return `${shown}: a duration must be at least 1ms`;
+  if (ns % 1e6 !== 0) return `${shown}: only whole milliseconds are supported`;
+  return undefined;
+}
+
+/** Milliseconds, or a problem saying what is wrong with the text. */
+export function parseIstioDuration(text: unknown): { ms: number } | { problem: string } {
+  const problem = istioDurationProblem(text);
+  return problem ? { problem } : { ms: parseDuration(text)! / 1e6 };
 }
