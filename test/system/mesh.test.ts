@@ -135,6 +135,85 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
     ]);
   });
 
+  it("serves Istio's metrics and the access records of one trace on the admin port", async () => {
+    const traceId = randomBytes(16).toString("hex");
+    const response = await fetch(`${shop.ingressUrl}/shop.catalog.v1.CatalogService/ListProducts`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01`,
+      },
+      body: "{}",
+    });
+    expect(response.status).toBe(200);
+    await response.text();
+    const hops = async () =>
+      (await (await fetch(`${shop.adminUrl}/access?trace=${traceId}`)).json()) as AccessRecord[];
+    // The ingress's record and catalog's inbound side's, both of this trace only.
+    await eventually(async () => expect(await hops()).toHaveLength(2), 2_000);
+    const recorded = await hops();
+    const edge = recorded.find((r) => r.reporter === "source")!;
+    const inbound = recorded.find((r) => r.reporter === "destination")!;
+    expect(inbound).toMatchObject({
+      reporter: "destination",
+      trace_id: traceId,
+      method: "POST",
+      path: "/shop.catalog.v1.CatalogService/ListProducts",
+      response_code: 200,
+      response_flags: "-",
+      source_workload: "istio-ingressgateway",
+      source_principal: "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+      destination_workload: "catalog",
+      destination_version: "v1",
+      connection_security_policy: "mutual_tls",
+    });
+    expect(edge).toMatchObject({
+      reporter: "source",
+      trace_id: traceId,
+      request_id: inbound.request_id,
+      upstream_cluster: "outbound|8080||catalog.shop.svc.cluster.local",
+      upstream_host: expect.stringMatching(/^[\d.]+:\d+$/),
+    });
+    for (const key of ["start_time", "protocol", "duration", "authority", "bytes_sent"]) {
+      expect(edge).toHaveProperty(key);
+    }
+
+    // Istio's standard metric with its labels: this edge, as catalog's inbound side reports it.
+    const metrics = await (await fetch(`${shop.adminUrl}/stats/prometheus`)).text();
+    const series = metrics
+      .split("\n")
+      .filter((line) => line.startsWith("istio_requests_total{"))
+      .map((line) => {
+        const [, labels, value] = /^istio_requests_total\{(.*)\} (\d+)$/.exec(line)!;
+        return {
+          labels: Object.fromEntries(
+            [...labels!.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+          ),
+          value: Number(value),
+        };
+      });
+    const edgeSeries = series.find(
+      ({ labels }) =>
+        labels.reporter === "destination" &&
+        labels.source_workload === "istio-ingressgateway" &&
+        labels.destination_workload === "catalog" &&
+        labels.response_code === "200",
+    );
+    expect(edgeSeries?.labels).toMatchObject({
+      source_workload_namespace: "istio-system",
+      source_principal:
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+      destination_workload_namespace: "shop",
+      destination_version: "v1",
+      destination_service: "catalog.shop.svc.cluster.local",
+      destination_principal: "spiffe://cluster.local/ns/shop/sa/catalog",
+      response_flags: "-",
+      connection_security_policy: "mutual_tls",
+    });
+    expect(edgeSeries!.value).toBeGreaterThanOrEqual(1);
+    expect(metrics).toContain("# TYPE istio_request_duration_milliseconds histogram");
+  });
+
   it("answers a malformed token at the edge 401 with Envoy's message (RequestAuthentication)", async () => {
     const response = await fetch(`${shop.ingressUrl}/shop.order.v1.OrderService/ListOrders`, {
       method: "POST",
