@@ -124,7 +124,10 @@ export function createRequestAuthenticator(
   async function keysOf(rule: JwtRule, refresh: boolean): Promise<JWK[]> {
     if (rule.jwks) {
       let keys = inlineKeys.get(rule);
-      if (!keys) inlineKeys.set(rule, (keys = (JSON.parse(rule.jwks) as JSONWebKeySet).keys));
+      if (!keys) {
+        keys = (JSON.parse(rule.jwks) as JSONWebKeySet).keys;
+        inlineKeys.set(rule, keys);
+      }
       return keys;
     }
     const uri = rule.jwksUri!;
@@ -140,7 +143,10 @@ export function createRequestAuthenticator(
 
   function importedKey(key: JWK, alg: string) {
     let byAlg = importedKeys.get(key);
-    if (!byAlg) importedKeys.set(key, (byAlg = new Map()));
+    if (!byAlg) {
+      byAlg = new Map();
+      importedKeys.set(key, byAlg);
+    }
     let imported = byAlg.get(alg);
     if (!imported) {
       imported = importJWK(key, alg);

@@ -1,6 +1,6 @@
 import {
-  compactVerify,
   type CryptoKey,
+  compactVerify,
   exportJWK,
   generateKeyPair,
   type JSONWebKeySet,
@@ -179,7 +179,12 @@ spec:
   it("checks a token's signature once per JWKS key, and its time and issuer on every request", async () => {
     let now = NOW;
     let served = jwks;
-    const auth = createRequestAuthenticator(repoConfig(), order, async () => served, () => now);
+    const auth = createRequestAuthenticator(
+      repoConfig(),
+      order,
+      async () => served,
+      () => now,
+    );
     const call = (token: string) =>
       auth.authenticate({ header: headers(bearer(token)), query: new URLSearchParams() });
     const token = await sign(valid({ exp: NOW / 1000 + 600 }));
