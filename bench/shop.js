@@ -5,8 +5,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectPostgres } from "@thinmesh/platform";
-import { startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
+import { dropShopDatabases, startLocalShop, workloadNames } from "../mesh/local/dist/shop.js";
 import { get } from "./http.js";
 
 // On this machine the services reach Postgres through its Unix socket if there is one (as a
@@ -47,23 +46,13 @@ export async function startBenchShop(name, env = () => ({}), { bypassSidecars = 
     },
     onRecord: () => {},
   });
-  const databaseUrls = Object.fromEntries(
-    workloadNames.map((workload) => {
-      const url = new URL(serverUrl);
-      url.pathname = `/${prefix}_${workload}`;
-      return [workload, url.toString()];
-    }),
-  );
   return {
     shop,
-    databaseUrls,
+    databaseUrls: shop.databaseUrls,
     async close() {
       await shop.stop();
       rmSync(dataDir, { recursive: true, force: true });
-      const sql = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-      for (const workload of workloadNames)
-        await sql.unsafe(`drop database if exists "${prefix}_${workload}" with (force)`);
-      await sql.end();
+      await dropShopDatabases(serverUrl, prefix);
     },
   };
 }

@@ -64,12 +64,6 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
     onRecord: options.onRecord ?? (() => {}),
   });
   const { databaseUrl } = options;
-  // startLocalShop names each service's database `${prefix}_${name}` on the server.
-  const urlOf = (name: string) => {
-    const url = new URL(databaseUrl!);
-    url.pathname = `/${prefix}_${name}`;
-    return url.toString();
-  };
   try {
     await shop.ready(120_000);
   } catch (error) {
@@ -78,9 +72,7 @@ export async function startFaultShop(options: FaultShopOptions): Promise<FaultSh
   }
   return {
     shop,
-    databases: databaseUrl
-      ? { catalog: urlOf("catalog"), order: urlOf("order"), payment: urlOf("payment") }
-      : { pgliteDataDir: options.dataDir },
+    databases: shop.databaseUrls ?? { pgliteDataDir: options.dataDir },
     async dropDatabases() {
       if (databaseUrl) await dropShopDatabases(databaseUrl, prefix);
     },

@@ -61,6 +61,8 @@ export interface LocalShop {
   ingressUrl: string;
   /** mesh/local's admin listener: /stats/prometheus, /endpoints, /access. */
   adminUrl: string;
+  /** Each service's database on the Postgres server; undefined on the embedded PGlite. */
+  databaseUrls: Record<WorkloadName, string> | undefined;
   /** The instances running, from the overlay's Deployments. */
   instances: Instance[];
   /** Instances of the overlay that are not running, and why. */
@@ -117,7 +119,7 @@ export async function dropShopDatabases(serverUrl: string, prefix: string) {
 
 async function ensureDatabases(serverUrl: string, prefix: string) {
   const admin = connectPostgres(serverUrl, { max: 1, onnotice: () => {} });
-  const urls = {} as Record<string, string>;
+  const urls = {} as Record<WorkloadName, string>;
   try {
     for (const name of workloadNames) {
       const database = `${prefix}_${name}`;
@@ -277,7 +279,7 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
   }
   const ingressUrl = `http://${host}:${address.port}`;
 
-  let databaseUrls: Record<string, string> | undefined;
+  let databaseUrls: Record<WorkloadName, string> | undefined;
   try {
     databaseUrls = options.databaseUrl
       ? await ensureDatabases(options.databaseUrl, options.databasePrefix ?? "thinmesh").catch(
@@ -365,6 +367,7 @@ export async function startLocalShop(options: LocalShopOptions): Promise<LocalSh
   return {
     ingressUrl,
     adminUrl: `http://${host}:${adminAddress.port}`,
+    databaseUrls,
     instances,
     notStarted,
     processes,
