@@ -2,12 +2,10 @@
 // sidecars (mesh/local), on the real Postgres, configured by a copy of mesh/istio that the
 // test edits while the shop runs, as a developer would.
 import { randomBytes, randomUUID } from "node:crypto";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { AuthService } from "@thinmesh/contracts/shop/auth/v1/auth_pb.js";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
 import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { StockReservedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
@@ -15,22 +13,16 @@ import { OrderService, OrderStatus } from "@thinmesh/contracts/shop/order/v1/ord
 import { buildEventEnvelope, eventually, testPostgresUrl } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main as canary } from "../../mesh/canary/canary.js";
-import {
-  devAdmin,
-  dropShopDatabases,
-  type LocalShop,
-  startLocalShop,
-} from "../../mesh/local/src/shop.js";
+import type { LocalShop } from "../../mesh/local/src/shop.js";
 import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
-import { repoRoot } from "./processes.js";
+import { startTestShop, type TestShop } from "./local-shop.js";
 
 const serverUrl = await testPostgresUrl();
-const prefix = `thinmesh_mesh_${randomBytes(3).toString("hex")}`;
-const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-mesh-"));
-const meshDir = join(dataDir, "istio");
 const records: AccessRecord[] = [];
 const configEvents: ({ ok: true; files: string[] } | { ok: false; message: string })[] = [];
+let testShop: TestShop;
 let shop: LocalShop;
+let meshDir: string;
 let customer: string;
 
 const transport = (baseUrl: string) => createConnectTransport({ baseUrl, httpVersion: "1.1" });
@@ -47,32 +39,16 @@ const silent = { out: { write: () => true }, err: { write: () => true } };
 
 describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
   beforeAll(async () => {
-    cpSync(join(repoRoot, "mesh/istio"), meshDir, { recursive: true });
-    shop = await startLocalShop({
-      root: repoRoot,
-      ingressPort: 0,
-      statsPort: 0,
-      meshDir,
-      databaseUrl: serverUrl,
-      databasePrefix: prefix,
-      dataDir,
-      logLevel: "warn",
+    testShop = await startTestShop("mesh", serverUrl!, {
+      editableMesh: true,
       events: { line: () => {}, event: () => {} },
       onRecord: (record) => records.push(record),
       onConfig: (event) => configEvents.push(event),
     });
-    await shop.ready(90_000);
-    const auth = createClient(AuthService, transport(shop.ingressUrl));
-    const email = `mesh-${randomUUID().slice(0, 8)}@example.com`;
-    await auth.register({ email, password: "correct horse battery" });
-    customer = (await auth.login({ email, password: "correct horse battery" })).tokens!.accessToken;
+    ({ shop, meshDir, customer } = testShop);
   }, 120_000);
 
-  afterAll(async () => {
-    await shop?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-    if (serverUrl) await dropShopDatabases(serverUrl, prefix);
-  });
+  afterAll(() => testShop?.stop());
 
   it("refuses plaintext on every inbound side (PeerAuthentication STRICT)", async () => {
     const endpoints = (await (await fetch(`${shop.adminUrl}/endpoints`)).json()) as {
@@ -227,8 +203,7 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
   });
 
   it("moves the payments to v2 when the canary CLI edits the running shop's configuration", async () => {
-    const admin = (await createClient(AuthService, transport(shop.ingressUrl)).login(devAdmin))
-      .tokens!.accessToken;
+    const { admin } = testShop;
     const { product } = await createClient(
       CatalogService,
       transport(shop.ingressUrl),

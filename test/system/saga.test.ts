@@ -1,13 +1,9 @@
 // The order saga end to end: four real service processes on the real Postgres behind the
 // local ingress (mesh/local), driven through the ingress like a customer would.
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { AuthService } from "@thinmesh/contracts/shop/auth/v1/auth_pb.js";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
 import { EventSchema, EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import {
@@ -25,21 +21,14 @@ import {
   settle,
   snapshotStock,
 } from "../../mesh/local/src/invariants.js";
-import {
-  devAdmin,
-  dropShopDatabases,
-  type LocalShop,
-  startLocalShop,
-  workloadNames,
-} from "../../mesh/local/src/shop.js";
+import type { LocalShop } from "../../mesh/local/src/shop.js";
 import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
-import { repoRoot } from "./processes.js";
+import { startTestShop, type TestShop } from "./local-shop.js";
 
 const serverUrl = await testPostgresUrl();
-const prefix = `thinmesh_saga_${randomBytes(3).toString("hex")}`;
-const dataDir = mkdtempSync(join(tmpdir(), "thinmesh-saga-"));
 const logLines: string[] = [];
 const records: AccessRecord[] = [];
+let testShop: TestShop;
 let shop: LocalShop;
 let urls: DatabaseUrls;
 let stockBefore: StockSnapshot;
@@ -91,13 +80,7 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
       OUTBOX_BASE_BACKOFF_MS: "50",
       OUTBOX_MAX_BACKOFF_MS: "400",
     };
-    shop = await startLocalShop({
-      root: repoRoot,
-      ingressPort: 0, // the operating system picks
-      statsPort: 0,
-      databaseUrl: serverUrl,
-      databasePrefix: prefix,
-      dataDir,
+    testShop = await startTestShop("saga", serverUrl!, {
       logLevel: "debug",
       env: { catalog: fast, order: fast, payment: fast },
       events: {
@@ -106,27 +89,12 @@ describe.skipIf(!serverUrl)("the order saga across four processes", () => {
       },
       onRecord: (record) => records.push(record),
     });
-    await shop.ready(90_000);
-    urls = Object.fromEntries(
-      workloadNames.map((name) => {
-        const url = new URL(serverUrl!);
-        url.pathname = `/${prefix}_${name}`;
-        return [name, url.toString()];
-      }),
-    ) as DatabaseUrls;
-    const auth = createClient(AuthService, transport());
-    admin = (await auth.login(devAdmin)).tokens!.accessToken;
-    const email = `saga-${randomUUID().slice(0, 8)}@example.com`;
-    await auth.register({ email, password: "correct horse battery" });
-    customer = (await auth.login({ email, password: "correct horse battery" })).tokens!.accessToken;
+    ({ shop, admin, customer } = testShop);
+    urls = shop.databaseUrls!;
     stockBefore = await snapshotStock(urls);
   }, 120_000);
 
-  afterAll(async () => {
-    await shop?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-    if (serverUrl) await dropShopDatabases(serverUrl, prefix);
-  });
+  afterAll(() => testShop?.stop());
 
   it("confirms an order, with one trace id from the ingress through every hop", async () => {
     const product = await newProduct(10, 1290n);
