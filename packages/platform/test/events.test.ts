@@ -284,75 +284,67 @@ describe("consumers", () => {
     });
   });
 
-  it("get what failed while they were away as soon as they answer again, not after grown backoffs", async () => {
+  /**
+   * A subscriber not listening yet: the relay's deliveries of `count` new events to it (and to
+   * the other subscriber, on the same absent port) fail and are recorded. bringUp() starts it.
+   */
+  async function subscriberAway(count: number, relayOptions: Parameters<typeof producerBus>[1]) {
     const port = await freePort();
-    // Backoffs as they grow while a subscriber stays away: the next attempt 30 to 60 s off.
-    const { bus, relay } = producerBus(
-      { consumer: `http://127.0.0.1:${port}` },
-      { baseBackoffMs: 60_000, maxBackoffMs: 60_000 },
-    );
+    const { bus, relay } = producerBus({ consumer: `http://127.0.0.1:${port}` }, relayOptions);
     relay.start();
-    const missed = await placeOrder(bus, crypto.randomUUID());
+    const missed: string[] = [];
+    for (let i = 0; i < count; i++) missed.push(await placeOrder(bus, crypto.randomUUID()));
     await eventually(async () => {
       // Both subscribers' calls failed (connection refused) and were recorded.
-      const failed = rowsOf(
-        await producer.db.execute(
-          sql`select 1 from outbox_deliveries where event_id = ${missed} and status = 'pending' and last_error is not null`,
-        ),
-      );
-      expect(failed).toHaveLength(2);
-    });
-    const db = await createTestDatabase("platform_back");
-    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
-    cleanups.push(async () => {
-      await back.stop();
-      await db.drop();
-    });
-    await back.ready;
-    // A new event gets through, and shows the consumer is back.
-    await placeOrder(bus, crypto.randomUUID());
-    const backAt = Date.now();
-    await eventually(async () => {
-      expect((await deliveryStates(missed)).map((s) => s.status)).toEqual([
-        "delivered",
-        "delivered",
-      ]);
-    }, 20_000);
-    expect(Date.now() - backAt).toBeLessThan(5_000);
-  });
-
-  it("find out a subscriber is back without a new event: one delivery is probed each poll", async () => {
-    const port = await freePort();
-    const { bus, relay } = producerBus(
-      { consumer: `http://127.0.0.1:${port}` },
-      { pollIntervalMs: 200, baseBackoffMs: 60_000, maxBackoffMs: 60_000 },
-    );
-    relay.start();
-    const missed = [
-      await placeOrder(bus, crypto.randomUUID()),
-      await placeOrder(bus, crypto.randomUUID()),
-    ];
-    await eventually(async () => {
       const failed = rowsOf(
         await producer.db.execute(
           sql`select 1 from outbox_deliveries where event_id = any(${`{${missed.join(",")}}`}::uuid[]) and status = 'pending' and last_error is not null`,
         ),
       );
-      expect(failed).toHaveLength(4);
+      expect(failed).toHaveLength(2 * count);
     });
-    const db = await createTestDatabase("platform_probe");
-    const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
-    cleanups.push(async () => {
-      await back.stop();
-      await db.drop();
-    });
-    await back.ready;
-    const backAt = Date.now();
-    await eventually(async () => {
-      for (const id of missed) {
+    return {
+      bus,
+      missed,
+      async bringUp() {
+        const db = await createTestDatabase("platform_back");
+        const back = await startService(consumerService, testEnv(db, { PORT: String(port) }));
+        cleanups.push(async () => {
+          await back.stop();
+          await db.drop();
+        });
+        await back.ready;
+      },
+    };
+  }
+
+  const allDelivered = (ids: string[]) =>
+    eventually(async () => {
+      for (const id of ids) {
         expect((await deliveryStates(id)).map((s) => s.status)).toEqual(["delivered", "delivered"]);
       }
     }, 20_000);
+
+  it("get what failed while they were away as soon as they answer again, not after grown backoffs", async () => {
+    // Backoffs as they grow while a subscriber stays away: the next attempt 30 to 60 s off.
+    const away = await subscriberAway(1, { baseBackoffMs: 60_000, maxBackoffMs: 60_000 });
+    await away.bringUp();
+    // A new event gets through, and shows the consumer is back.
+    await placeOrder(away.bus, crypto.randomUUID());
+    const backAt = Date.now();
+    await allDelivered(away.missed);
+    expect(Date.now() - backAt).toBeLessThan(5_000);
+  });
+
+  it("find out a subscriber is back without a new event: one delivery is probed each poll", async () => {
+    const away = await subscriberAway(2, {
+      pollIntervalMs: 200,
+      baseBackoffMs: 60_000,
+      maxBackoffMs: 60_000,
+    });
+    await away.bringUp();
+    const backAt = Date.now();
+    await allDelivered(away.missed);
     // Without the probe: a minute of backoff.
     expect(Date.now() - backAt).toBeLessThan(5_000);
   });
