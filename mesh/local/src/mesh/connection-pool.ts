@@ -1,12 +1,23 @@
 /**
  * Envoy's circuit breakers for one calling proxy and one destination cluster, as Istio's
- * connectionPool sets them. HTTP/1: one request per connection; beyond tcp.maxConnections
- * requests QUEUE (no 503) up to http.http1MaxPendingRequests, beyond that the answer is an
- * overflow (the caller answers 503, flag UO, header x-envoy-overloaded: true, never retried).
- * HTTP/2 multiplexes: http.http2MaxRequests bounds concurrent requests (Envoy's max_requests,
- * which bounds HTTP/1 requests as well). maxRetries bounds concurrent retries: tryRetry() false
- * means the retry is skipped (Envoy's upstream_rq_retry_overflow). maxRequestsPerConnection,
- * connectTimeoutMs and idleTimeoutMs are the caller's to apply to its connections.
+ * connectionPool sets them, for an HTTP/2 upstream (every port of the shop is `http2`, so
+ * Envoy's upstream clusters speak HTTP/2): each host gets one connection that multiplexes
+ * every request.
+ * - `http.http2MaxRequests` (Envoy's max_requests): requests in progress; one more is an
+ *   overflow.
+ * - `http.http1MaxPendingRequests` (max_pending_requests, whatever its name): requests waiting
+ *   for a connection to be ready. Over HTTP/2 a request waits only while its host's connection
+ *   is being established (Envoy's docs: "this circuit breaker will only be hit when no
+ *   connection is already established"); one more is an overflow.
+ * - `tcp.maxConnections` (max_connections): Envoy always lets a host with no usable connection
+ *   open one (a draining one, past maxRequestsPerConnection, does not count as usable), and
+ *   opens another only when its peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached. A proxy
+ *   of mesh/local never needs that, so the limit never stops a connection, as in Envoy.
+ * - `http.maxRequestsPerConnection`, `tcp.connectTimeout`, `http.idleTimeout`: the caller's
+ *   SessionPool applies them to its connections.
+ * - `http.maxRetries` (max_retries): concurrent retries; tryRetry() false means the retry is
+ *   skipped (upstream_rq_retry_overflow).
+ * An overflow is answered by the caller: 503, flag UO, header x-envoy-overloaded, never retried.
  */
 import type { ConnectionPoolSettings } from "./destinations.js";
 
@@ -19,19 +30,13 @@ export interface Overflow {
 
 export const OVERFLOW: Overflow = Object.freeze({ overflow: true });
 
-interface Waiter {
-  grant(lease: Lease): void;
-  fail(error: Error): void;
-}
-
 export class ConnectionPool {
   readonly maxRequestsPerConnection: number;
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
   #activeRequests = 0;
-  #activeHttp1 = 0;
+  #pendingRequests = 0;
   #activeRetries = 0;
-  readonly #pending: Waiter[] = [];
 
   constructor(readonly settings: ConnectionPoolSettings) {
     this.maxRequestsPerConnection = settings.maxRequestsPerConnection;
@@ -43,38 +48,27 @@ export class ConnectionPool {
     return this.#activeRequests;
   }
   get pendingRequests(): number {
-    return this.#pending.length;
+    return this.#pendingRequests;
   }
   get activeRetries(): number {
     return this.#activeRetries;
   }
 
-  /**
-   * A lease for one request (settled at once when a connection is free, later when it has to
-   * queue: the signal, e.g. the route timeout, takes it out of the queue again), or an overflow.
-   */
-  acquire(protocol: "http1" | "http2", signal?: AbortSignal): Promise<Lease> | Overflow {
+  /** A lease for one request in progress, or an overflow (http2MaxRequests). */
+  acquire(): Lease | Overflow {
     if (this.#activeRequests >= this.settings.http2MaxRequests) return OVERFLOW;
-    if (protocol === "http2") return Promise.resolve(this.#lease(false));
-    if (this.#activeHttp1 < this.settings.maxConnections) return Promise.resolve(this.#lease(true));
-    if (this.#pending.length >= this.settings.http1MaxPendingRequests) return OVERFLOW;
-    return new Promise<Lease>((resolve, reject) => {
-      const waiter: Waiter = {
-        grant: (lease) => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve(lease);
-        },
-        fail: reject,
-      };
-      const onAbort = () => {
-        const index = this.#pending.indexOf(waiter);
-        if (index >= 0) this.#pending.splice(index, 1);
-        reject(signal?.reason ?? new Error("aborted while queued for a connection"));
-      };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#pending.push(waiter);
-    });
+    this.#activeRequests++;
+    return this.#once(() => this.#activeRequests--);
+  }
+
+  /**
+   * A request starts waiting for its host's connection to be established: a lease to release
+   * once the connection is up (or failed), or an overflow (http1MaxPendingRequests).
+   */
+  waitForConnection(): Lease | Overflow {
+    if (this.#pendingRequests >= this.settings.http1MaxPendingRequests) return OVERFLOW;
+    this.#pendingRequests++;
+    return this.#once(() => this.#pendingRequests--);
   }
 
   /** Whether a retry may start now; every true must be followed by retryFinished(). */
@@ -88,20 +82,13 @@ export class ConnectionPool {
     if (this.#activeRetries > 0) this.#activeRetries--;
   }
 
-  #lease(http1: boolean): Lease {
-    this.#activeRequests++;
-    if (http1) this.#activeHttp1++;
+  #once(release: () => void): Lease {
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
-        this.#activeRequests--;
-        if (!http1) return;
-        this.#activeHttp1--;
-        // The freed connection serves the oldest queued request.
-        const next = this.#pending.shift();
-        if (next) next.grant(this.#lease(true));
+        release();
       },
     };
   }

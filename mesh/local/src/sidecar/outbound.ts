@@ -227,8 +227,8 @@ export function createOutbound(options: OutboundOptions) {
         destination_principal: endpoint.instance.principal,
       };
 
-      const lease = cluster.pool.acquire("http2", cancel);
-      if (isOverflow(lease)) {
+      const overflow = () => {
+        if (retrying) cluster.pool.retryFinished();
         return reply(
           request,
           503,
@@ -240,19 +240,20 @@ export function createOutbound(options: OutboundOptions) {
           },
           { "x-envoy-overloaded": "true" },
         );
-      }
-      let held: Awaited<typeof lease>;
-      try {
-        held = await lease;
-      } catch {
-        // Queued for a connection until the route timeout (or the client left).
-        if (retrying) cluster.pool.retryFinished();
-        if (downstream.aborted) return disconnected(target);
-        return reply(request, 504, localReply.timeout, {
-          ...target,
-          response_flags: [...flags, "UT"].join(","),
-          response_code_details: "upstream_response_timeout",
-        });
+      };
+      const held = cluster.pool.acquire();
+      if (isOverflow(held)) return overflow();
+      const session = sessions.get(sessionKey(endpoint), cluster.pool);
+      if (session.connecting) {
+        // Waits for the host's connection to come up: Envoy's pending requests.
+        const waiting = cluster.pool.waitForConnection();
+        if (isOverflow(waiting)) {
+          held.release();
+          return overflow();
+        }
+        const connected = () => waiting.release();
+        session.once("connect", connected);
+        session.once("close", connected);
       }
       const id = endpoint.instance.id;
       cluster.active.set(id, (cluster.active.get(id) ?? 0) + 1);
@@ -263,7 +264,7 @@ export function createOutbound(options: OutboundOptions) {
         retrying = false;
       };
       const sentAt = performance.now();
-      const result = await sendUpstream(sessions.get(sessionKey(endpoint), cluster.pool), {
+      const result = await sendUpstream(session, {
         method: request.method,
         path: request.target,
         authority: host,

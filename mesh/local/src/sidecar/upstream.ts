@@ -104,21 +104,40 @@ export function sendUpstream(
   });
 }
 
+/** The connectionPool settings a SessionPool applies to the connections it opens. */
+export interface SessionLimits {
+  /** tcp.connectTimeout: a connection not up by then fails (connect failure). */
+  connectTimeoutMs: number;
+  /** http.idleTimeout: closed after that long without a request or response in progress. */
+  idleTimeoutMs: number;
+  /** http.maxRequestsPerConnection: drained after that many requests; 0 is no limit. */
+  maxRequestsPerConnection?: number;
+}
+
 /** Keeps one HTTP/2 session per upstream address, reconnecting when one closes. */
 export class SessionPool {
   readonly #sessions = new Map<string, http2.ClientHttp2Session>();
+  readonly #requests = new WeakMap<http2.ClientHttp2Session, number>();
   constructor(private readonly connect: (key: string) => http2.ClientHttp2Session) {}
 
   /**
-   * The session to one upstream. limits are the cluster's connectionPool settings, applied to
-   * a new session: tcp.connectTimeout (connect failure after it) and idleTimeout (closed after
-   * that long without a request or response in progress).
+   * The session for one more request to one upstream. limits are the cluster's
+   * connectionPool settings: connectTimeout and idleTimeout apply to a new session; a session
+   * that has carried maxRequestsPerConnection requests is drained (its requests in progress
+   * finish, GOAWAY) and the next request opens a new one, as Envoy does.
    */
-  get(
-    key: string,
-    limits?: { connectTimeoutMs: number; idleTimeoutMs: number },
-  ): http2.ClientHttp2Session {
+  get(key: string, limits?: SessionLimits): http2.ClientHttp2Session {
     let session = this.#sessions.get(key);
+    const perConnection = limits?.maxRequestsPerConnection ?? 0;
+    if (session && perConnection > 0 && (this.#requests.get(session) ?? 0) >= perConnection) {
+      this.#sessions.delete(key);
+      // close() before the requests queued on a connecting session were sent refuses them:
+      // Node sends them once connected, within that turn.
+      const drained = session;
+      if (drained.connecting) drained.once("connect", () => setImmediate(() => drained.close()));
+      else drained.close();
+      session = undefined;
+    }
     if (!session || session.closed || session.destroyed) {
       const created = this.connect(key);
       if (limits) {
@@ -141,6 +160,7 @@ export class SessionPool {
       this.#sessions.set(key, created);
       session = created;
     }
+    this.#requests.set(session, (this.#requests.get(session) ?? 0) + 1);
     return session;
   }
 

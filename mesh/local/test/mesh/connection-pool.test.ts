@@ -10,48 +10,35 @@ const pool = (settings: Partial<ConstructorParameters<typeof ConnectionPool>[0]>
   });
 
 describe("ConnectionPool", () => {
-  it("queues HTTP/1 requests beyond maxConnections, up to http1MaxPendingRequests, then overflows", async () => {
-    const p = pool({ maxConnections: 1, http1MaxPendingRequests: 1 });
-    const first = await (p.acquire("http1") as Promise<Lease>);
-    const queued = p.acquire("http1");
-    expect(isOverflow(queued)).toBe(false);
-    expect(p.pendingRequests).toBe(1);
-    expect(isOverflow(p.acquire("http1"))).toBe(true);
-    first.release();
-    const second = await (queued as Promise<Lease>);
-    expect(p.activeRequests).toBe(1);
-    expect(p.pendingRequests).toBe(0);
-    second.release();
-    second.release(); // idempotent
-    expect(p.activeRequests).toBe(0);
-  });
-
-  it("istio.io's circuit-breaking task: maxConnections 1 + http1MaxPendingRequests 1 overflow the third concurrent request", () => {
-    const p = pool({ maxConnections: 1, http1MaxPendingRequests: 1 });
-    const results = [p.acquire("http1"), p.acquire("http1"), p.acquire("http1")];
-    expect(results.map(isOverflow)).toEqual([false, false, true]);
-  });
-
-  it("takes a queued request out when its signal aborts (the route timeout)", async () => {
-    const p = pool({ maxConnections: 1, http1MaxPendingRequests: 5 });
-    const first = await (p.acquire("http1") as Promise<Lease>);
-    const controller = new AbortController();
-    const queued = p.acquire("http1", controller.signal) as Promise<Lease>;
-    controller.abort(new Error("route timeout"));
-    await expect(queued).rejects.toThrow("route timeout");
-    expect(p.pendingRequests).toBe(0);
-    first.release();
-    expect(p.activeRequests).toBe(0);
-  });
-
-  it("bounds concurrent requests with http2MaxRequests (HTTP/2 and HTTP/1 alike)", async () => {
+  it("bounds requests in progress with http2MaxRequests", () => {
     const p = pool({ http2MaxRequests: 2 });
-    const leases = [p.acquire("http2"), p.acquire("http2")];
+    const leases = [p.acquire(), p.acquire()];
     expect(leases.some(isOverflow)).toBe(false);
-    expect(isOverflow(p.acquire("http2"))).toBe(true);
-    expect(isOverflow(p.acquire("http1"))).toBe(true);
-    (await (leases[0] as Promise<Lease>)).release();
-    expect(isOverflow(p.acquire("http2"))).toBe(false);
+    expect(isOverflow(p.acquire())).toBe(true);
+    (leases[0] as Lease).release();
+    (leases[0] as Lease).release(); // idempotent
+    expect(p.activeRequests).toBe(1);
+    expect(isOverflow(p.acquire())).toBe(false);
+  });
+
+  it("bounds requests waiting for a connection with http1MaxPendingRequests (Envoy's max_pending_requests)", () => {
+    const p = pool({ http1MaxPendingRequests: 1 });
+    const waiting = p.waitForConnection();
+    expect(isOverflow(waiting)).toBe(false);
+    expect(p.pendingRequests).toBe(1);
+    expect(isOverflow(p.waitForConnection())).toBe(true);
+    (waiting as Lease).release(); // the connection is up
+    expect(p.pendingRequests).toBe(0);
+    expect(isOverflow(p.waitForConnection())).toBe(false);
+  });
+
+  it("has Istio's defaults: no limit that a shop on one machine could reach", () => {
+    const { settings } = pool();
+    expect([
+      settings.http2MaxRequests,
+      settings.http1MaxPendingRequests,
+      settings.maxConnections,
+    ]).toEqual([2 ** 32 - 1, 2 ** 32 - 1, 2 ** 32 - 1]);
   });
 
   it("bounds concurrent retries with maxRetries", () => {
