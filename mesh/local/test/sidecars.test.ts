@@ -290,6 +290,34 @@ describe("circuit breaking", () => {
     expect(flagged.every((r) => r.attempts === 1)).toBe(true);
   });
 
+  it("requests waiting for a connection beyond http1MaxPendingRequests overflow: 503 UO (maxRequestsPerConnection 1: each request waits for one)", async () => {
+    const pool = (settings: string) => (text: string) =>
+      text.replace("        http2MaxRequests: 1\n", `        http2MaxRequests: 100\n${settings}`);
+    // Every request gets a new connection, so each waits for its TLS handshake.
+    await pushed(pool("        http1MaxPendingRequests: 1\n        maxRequestsPerConnection: 1\n"));
+    expect((await call("order-0", "payment", "/test.Echo/Hello")).status).toBe(200);
+    const statuses = async () =>
+      Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const response = await call("order-0", "payment", "/test.Echo/Hello");
+          await response.text();
+          return [response.status, response.headers.get("x-envoy-overloaded")] as const;
+        }),
+      );
+    const answers = await statuses();
+    expect(answers).toContainEqual([200, null]);
+    expect(answers).toContainEqual([503, "true"]);
+    const flagged = records.filter((r) => r.response_flags === "UO");
+    expect(flagged.length).toBe(answers.filter(([status]) => status === 503).length);
+    expect(flagged.every((r) => r.attempts === 1)).toBe(true);
+
+    // One connection for every request: once it is up, nothing waits and nothing overflows.
+    await pushed(pool("        http1MaxPendingRequests: 1\n"));
+    expect((await call("order-0", "payment", "/test.Echo/Hello")).status).toBe(200);
+    expect(await statuses()).toEqual(Array(4).fill([200, null]));
+    await pushed((text) => text);
+  });
+
   it("with splitExternalLocalOriginErrors (as mesh/istio), ejects a hung instance but not one answering 503", async () => {
     const split = (text: string) =>
       text.replace(
@@ -343,6 +371,36 @@ describe("circuit breaking", () => {
     expect(last!.status).toBe(503);
     expect(await last!.text()).toBe("no healthy upstream");
     expect(records.at(-1)?.response_flags).toBe("UH");
+    await pushed((text) => text);
+  });
+});
+
+describe("tracing (Telemetry)", () => {
+  const traceparentSeen = async (init: RequestInit = {}) => {
+    records.length = 0;
+    const response = await call("order-0", "payment", "/test.Echo/Hello", init);
+    await response.text();
+    const seen = [...apps.get("payment-0")!.calls, ...apps.get("payment-v2-0")!.calls];
+    for (const app of apps.values()) app.calls.length = 0;
+    return String(seen.at(-1)!.headers.traceparent);
+  };
+
+  it("starts a trace for a call without one, sampled at the Telemetry's randomSamplingPercentage", async () => {
+    // No Telemetry: the mesh's default (the install's values.pilot.traceSampling, 100 %).
+    expect(await traceparentSeen()).toMatch(/^00-[\da-f]{32}-[\da-f]{16}-01$/);
+    await pushed(
+      (text) =>
+        `${text}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: tracing, namespace: shop }\nspec:\n  tracing:\n    - providers: [{ name: jaeger }]\n      randomSamplingPercentage: 0\n`,
+    );
+    const unsampled = await traceparentSeen();
+    expect(unsampled).toMatch(/^00-[\da-f]{32}-[\da-f]{16}-00$/);
+    // The outbound side started it; the inbound side and the app continue the same trace.
+    expect(records.map((r) => r.trace_id)).toEqual(
+      Array(records.length).fill(unsampled.split("-")[1]),
+    );
+    // A caller's own trace and sampling decision pass unchanged.
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    expect(await traceparentSeen({ headers: { traceparent } })).toBe(traceparent);
     await pushed((text) => text);
   });
 });
