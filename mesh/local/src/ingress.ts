@@ -1,10 +1,10 @@
-import { randomBytes } from "node:crypto";
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import {
   durationMs,
   type HttpRoute,
   type LocalRateLimit,
   LocalRateLimiter,
+  MESH_TRACE_SAMPLING_PERCENT,
   type MeshRoute,
   matchesRoute,
   pickDestination,
@@ -19,8 +19,7 @@ import {
   readDownstream,
 } from "./sidecar/downstream.js";
 import type { Outbound } from "./sidecar/outbound.js";
-
-const traceparentPattern = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/i;
+import { startTraceIfMissing } from "./sidecar/telemetry.js";
 
 /** What the ingress gateway routes by: the Gateway's VirtualServices and its rate limits. */
 export interface IngressConfig {
@@ -63,12 +62,9 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
     const { headers, req } = request;
     const remote = req.socket?.remoteAddress ?? "";
     headers["x-forwarded-proto"] = "http";
-    // As a gateway with tracing on (mesh/istio/tracing; dev samples everything), it is the
-    // trace's root when the client sent none: its access record and every later hop share the
-    // id. mesh/local always does this; it exports no spans itself.
-    if (!traceparentPattern.test(headerOf(headers, "traceparent") ?? "")) {
-      headers.traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
-    }
+    // The gateway is in istio-system: no Telemetry of namespace shop applies to it, the
+    // mesh's default sampling does. Its access record and every later hop share the trace.
+    startTraceIfMissing(headers, MESH_TRACE_SAMPLING_PERCENT);
     headers["x-forwarded-for"] = headers["x-forwarded-for"]
       ? `${headerOf(headers, "x-forwarded-for")}, ${remote}`
       : remote;

@@ -382,6 +382,13 @@ export type RequestAuthentication = z.infer<typeof requestAuthenticationSchema>;
 // ---------------------------------------------------------------------------------------------
 // Telemetry (tracing only)
 
+/**
+ * The mesh's default trace sampling, where no Telemetry sets one (the ingress gateway, in
+ * istio-system, always): mesh/istio/install/istio-operator.yaml's `values.pilot.traceSampling`
+ * (Istio's own default is 1 %; on a laptop every request is traced).
+ */
+export const MESH_TRACE_SAMPLING_PERCENT = 100;
+
 const telemetrySchema = z.strictObject({
   apiVersion: telemetry,
   kind: z.literal("Telemetry"),
@@ -696,7 +703,11 @@ export interface MeshConfig {
   authorizationPolicies: AuthorizationPolicy[];
   requestAuthentications: RequestAuthentication[];
   rateLimits: LocalRateLimit[];
-  tracing: { samplingPercentage: number } | undefined;
+  /**
+   * How often a proxy of namespace shop that starts a trace samples it: a Telemetry's
+   * randomSamplingPercentage, else the mesh's default (MESH_TRACE_SAMPLING_PERCENT).
+   */
+  tracing: { samplingPercentage: number };
   /** The files read, for "reloaded" messages. */
   files: string[];
 }
@@ -793,8 +804,9 @@ export function loadMeshConfig(dir: string, resources = readResources(dir)): Mes
       (r) => r.value,
     ),
     rateLimits,
-    // Istio's default sampling when a Telemetry names no percentage is meshConfig's (1%).
-    tracing: tracingEntry && { samplingPercentage: tracingEntry.randomSamplingPercentage ?? 1 },
+    tracing: {
+      samplingPercentage: tracingEntry?.randomSamplingPercentage ?? MESH_TRACE_SAMPLING_PERCENT,
+    },
     files: [...new Set(resources.map((r) => r.file))],
   };
 }

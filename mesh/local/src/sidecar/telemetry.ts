@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { Counter, Histogram, Registry } from "prom-client";
 
 /**
@@ -147,6 +148,22 @@ const labelNames = [
 export function traceIdOf(traceparent: string | undefined): string | null {
   const match = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(traceparent ?? "");
   return match?.[1] ?? null;
+}
+
+/**
+ * Starts a W3C trace where the request carries none (or an invalid one), as an Envoy with
+ * tracing on does: the first proxy a request meets decides whether it is sampled
+ * (samplingPercentage), and every later hop follows the traceparent's flag.
+ */
+export function startTraceIfMissing(
+  headers: Record<string, string | string[]>,
+  samplingPercentage: number,
+  random: () => number = Math.random,
+) {
+  const current = headers.traceparent;
+  if (typeof current === "string" && traceIdOf(current)) return;
+  const sampled = random() * 100 < samplingPercentage ? "01" : "00";
+  headers.traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-${sampled}`;
 }
 
 export function createTelemetry(options: {

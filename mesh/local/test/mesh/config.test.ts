@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { durationMs, MeshConfigError } from "../../src/mesh/config.js";
+import { parse } from "yaml";
+import { durationMs, MESH_TRACE_SAMPLING_PERCENT, MeshConfigError } from "../../src/mesh/config.js";
 import { parseIstioDuration } from "../../src/mesh/duration.js";
-import { configFrom, repoConfig, variantConfig, variantFiles } from "./support.js";
+import { configFrom, repoConfig, repoMesh, variantConfig, variantFiles } from "./support.js";
 
 const vs = (spec: string, name = "payment") => `
 apiVersion: networking.istio.io/v1
@@ -41,7 +44,8 @@ describe("loading mesh/istio", () => {
     expect(config.requestAuthentications).toHaveLength(2);
     expect(config.rateLimits.map((r) => r.routeName)).toEqual(["auth"]);
     expect(config.files).toContain("rate-limit.yaml");
-    expect(config.tracing).toBeUndefined(); // tracing/ is included by kustomize, not top level
+    // tracing/ is included by kustomize, not top level: the mesh's default sampling applies.
+    expect(config.tracing).toEqual({ samplingPercentage: MESH_TRACE_SAMPLING_PERCENT });
   });
 
   it.each(variantFiles)("applies variants/%s over the top level", (file) => {
@@ -60,6 +64,11 @@ spec:
       randomSamplingPercentage: 10
 `);
     expect(config.tracing).toEqual({ samplingPercentage: 10 });
+  });
+
+  it("takes the mesh's default sampling from the install configuration (values.pilot.traceSampling)", () => {
+    const operator = parse(readFileSync(join(repoMesh, "install/istio-operator.yaml"), "utf8"));
+    expect(operator.spec.values.pilot.traceSampling).toBe(MESH_TRACE_SAMPLING_PERCENT);
   });
 });
 
