@@ -147,6 +147,7 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
       reporter: "source",
       trace_id: traceId,
       request_id: inbound.request_id,
+      span_id: inbound.parent_span_id, // catalog's inbound side's span is the gateway's child
       upstream_cluster: "outbound|8080||catalog.shop.svc.cluster.local",
       upstream_host: expect.stringMatching(/^[\d.]+:\d+$/),
     });

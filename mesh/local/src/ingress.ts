@@ -19,7 +19,7 @@ import {
   readDownstream,
 } from "./sidecar/downstream.js";
 import type { Outbound } from "./sidecar/outbound.js";
-import { startTraceIfMissing } from "./sidecar/telemetry.js";
+import { traceHop } from "./sidecar/telemetry.js";
 
 /** What the ingress gateway routes by: the Gateway's VirtualServices and its rate limits. */
 export interface IngressConfig {
@@ -63,8 +63,8 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
     const remote = req.socket?.remoteAddress ?? "";
     headers["x-forwarded-proto"] = "http";
     // The gateway is in istio-system: no Telemetry of namespace shop applies to it, the
-    // mesh's default sampling does. Its access record and every later hop share the trace.
-    startTraceIfMissing(headers, MESH_TRACE_SAMPLING_PERCENT);
+    // mesh's default sampling does. It starts the trace of a client that sent none.
+    traceHop(request, MESH_TRACE_SAMPLING_PERCENT);
     headers["x-forwarded-for"] = headers["x-forwarded-for"]
       ? `${headerOf(headers, "x-forwarded-for")}, ${remote}`
       : remote;

@@ -96,23 +96,33 @@ describe("the local ingress gateway", () => {
     expect(error.rawMessage).toBe('no product with id "p-1"');
   });
 
-  it("adds x-request-id and keeps the caller's trace headers", async () => {
+  it("adds x-request-id, continues the caller's trace under a span of its own, or starts one", async () => {
     seen.length = 0;
+    hops.length = 0;
     const client = createClient(
       CatalogService,
       createConnectTransport({ baseUrl: ingressUrl, httpVersion: "1.1" }),
     );
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     await client.listProducts({}, { headers: { traceparent } });
+    const continued = hops.at(-1)!;
     await client.listProducts({}, { headers: { "x-request-id": "mine" } });
+    const started = hops.at(-1)!;
     expect(seen[0]?.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
-    expect(seen[0]?.headers.traceparent).toBe(traceparent);
     expect(seen[1]?.headers["x-request-id"]).toBe("mine");
-    // Without the caller's trace the gateway starts one (tracing is on), and its own access
-    // record carries the trace id the services continue.
-    const started = seen[1]?.headers.traceparent as string;
-    expect(started).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
-    expect(hops.at(-1)?.trace_id).toBe(started.split("-")[1]);
+    // The caller's trace and sampled flag; the gateway's span in between, as Envoy's is.
+    expect(continued).toMatchObject({
+      trace_id: "0af7651916cd43dd8448eb211c80319c",
+      parent_span_id: "b7ad6b7169203331",
+      span_id: expect.stringMatching(/^[0-9a-f]{16}$/),
+    });
+    expect(seen[0]?.headers.traceparent).toBe(
+      `00-0af7651916cd43dd8448eb211c80319c-${continued.span_id}-01`,
+    );
+    // Without the caller's trace the gateway starts one (the mesh's default sampling, 100 %)
+    // as its root span; the services continue it.
+    expect(started).toMatchObject({ parent_span_id: null });
+    expect(seen[1]?.headers.traceparent).toBe(`00-${started.trace_id}-${started.span_id}-01`);
   });
 
   it("answers 404 where no route matches, as Envoy does", async () => {

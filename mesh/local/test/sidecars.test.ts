@@ -385,7 +385,7 @@ describe("tracing (Telemetry)", () => {
     return String(seen.at(-1)!.headers.traceparent);
   };
 
-  it("starts a trace for a call without one, sampled at the Telemetry's randomSamplingPercentage", async () => {
+  it("gives each proxy a span; a call without a trace starts one, sampled at the Telemetry's randomSamplingPercentage", async () => {
     // No Telemetry: the mesh's default (the install's values.pilot.traceSampling, 100 %).
     expect(await traceparentSeen()).toMatch(/^00-[\da-f]{32}-[\da-f]{16}-01$/);
     await pushed(
@@ -394,13 +394,24 @@ describe("tracing (Telemetry)", () => {
     );
     const unsampled = await traceparentSeen();
     expect(unsampled).toMatch(/^00-[\da-f]{32}-[\da-f]{16}-00$/);
-    // The outbound side started it; the inbound side and the app continue the same trace.
-    expect(records.map((r) => r.trace_id)).toEqual(
-      Array(records.length).fill(unsampled.split("-")[1]),
-    );
-    // A caller's own trace and sampling decision pass unchanged.
+    // The outbound side started it (the root span); the inbound side's span is its child,
+    // and the app's work nests under the inbound side's.
+    const outbound = records.find((r) => r.reporter === "source")!;
+    const inbound = records.find((r) => r.reporter === "destination")!;
+    expect(outbound).toMatchObject({ trace_id: unsampled.split("-")[1], parent_span_id: null });
+    expect(inbound).toMatchObject({
+      trace_id: outbound.trace_id,
+      parent_span_id: outbound.span_id,
+    });
+    expect(unsampled).toBe(`00-${inbound.trace_id}-${inbound.span_id}-00`);
+    // A caller's own trace and sampling decision carry on, under the proxies' spans.
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    expect(await traceparentSeen({ headers: { traceparent } })).toBe(traceparent);
+    const continued = await traceparentSeen({ headers: { traceparent } });
+    expect(records.find((r) => r.reporter === "source")).toMatchObject({
+      trace_id: "0af7651916cd43dd8448eb211c80319c",
+      parent_span_id: "b7ad6b7169203331",
+    });
+    expect(continued).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[\da-f]{16}-01$/);
     await pushed((text) => text);
   });
 });

@@ -8,6 +8,7 @@ import {
   responseCompleted,
 } from "../forward.js";
 import { normalizeRequestTarget } from "../http-path.js";
+import type { HopSpan } from "./telemetry.js";
 import { newRequestId } from "./upstream.js";
 
 export type { DownstreamRequest, DownstreamResponse };
@@ -26,6 +27,8 @@ export interface ProxiedRequest {
   startedAt: number;
   startTime: string;
   requestId: string;
+  /** The proxy's span for it (traceHop). */
+  span?: HopSpan;
 }
 
 /**

@@ -14,12 +14,7 @@ import {
 } from "./downstream.js";
 import type { EndpointRegistry, Instance } from "./instances.js";
 import { ingressGateway } from "./instances.js";
-import {
-  type AccessRecord,
-  accessRecord,
-  startTraceIfMissing,
-  type Telemetry,
-} from "./telemetry.js";
+import { type AccessRecord, accessRecord, type Telemetry, traceHop } from "./telemetry.js";
 import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 export interface InboundOptions {
@@ -114,8 +109,8 @@ export function createInbound(options: InboundOptions) {
     if (!request) return;
     const config = options.config();
     const { headers } = request;
-    // A caller outside the mesh's traces (no traceparent) starts one at this sidecar.
-    startTraceIfMissing(headers, config.tracing.samplingPercentage);
+    // This proxy's span; a caller outside the mesh's traces starts one here.
+    traceHop(request, config.tracing.samplingPercentage);
     const query = new URLSearchParams(request.target.slice(request.path.length));
     const header = (name: string) => headerOf(headers, name);
 

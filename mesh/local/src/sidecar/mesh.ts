@@ -16,7 +16,7 @@ import { listenerLimits, readDownstream } from "./downstream.js";
 import { createInbound } from "./inbound.js";
 import { EndpointRegistry, type Instance } from "./instances.js";
 import { createOutbound, type Outbound, type Source } from "./outbound.js";
-import { startTraceIfMissing, type Telemetry } from "./telemetry.js";
+import { type Telemetry, traceHop } from "./telemetry.js";
 
 export interface SidecarsOptions {
   /** mesh/istio (or a test's own directory of Istio resources). */
@@ -93,8 +93,8 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
       );
       if (!request) return;
       const current = config();
-      // An app's call without a trace (its own work, not a request it serves) starts one here.
-      startTraceIfMissing(request.headers, current.tracing.samplingPercentage);
+      // This proxy's span; an app's call without a trace (its own work) starts one here.
+      traceHop(request, current.tracing.samplingPercentage);
       const route = routeFor(current, service, {
         path: request.path,
         method: request.method,

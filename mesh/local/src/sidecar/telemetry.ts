@@ -48,6 +48,9 @@ export interface AccessRecord {
   grpc_status: string | null;
   attempts: number;
   trace_id: string | null;
+  /** This proxy's span for the request, and the caller's (null at the trace's root). */
+  span_id: string | null;
+  parent_span_id: string | null;
 }
 
 /** What every access record says of the downstream request, whoever records it. */
@@ -69,6 +72,8 @@ export interface RequestFacts {
   startedAt: number;
   startTime: string;
   requestId: string;
+  /** Set by traceHop once the proxy has taken the request into its trace. */
+  span?: HopSpan;
 }
 
 const one = (value: string | string[] | undefined) =>
@@ -114,7 +119,9 @@ export function accessRecord(
     connection_security_policy: "none",
     grpc_status: null,
     attempts: 0,
-    trace_id: traceIdOf(one(request.headers.traceparent) ?? undefined),
+    trace_id: request.span?.traceId ?? traceIdOf(one(request.headers.traceparent) ?? undefined),
+    span_id: request.span?.spanId ?? null,
+    parent_span_id: request.span?.parentSpanId ?? null,
     ...fields,
   };
 }
@@ -150,20 +157,37 @@ export function traceIdOf(traceparent: string | undefined): string | null {
   return match?.[1] ?? null;
 }
 
+/** A proxy's span for one request: its place in the trace the request carries. */
+export interface HopSpan {
+  traceId: string;
+  spanId: string;
+  /** The caller's span (the traceparent's parent-id as received); null at a trace's root. */
+  parentSpanId: string | null;
+}
+
+const traceparentPattern = /^00-([\da-f]{32})-([\da-f]{16})-([\da-f]{2})$/;
+
 /**
- * Starts a W3C trace where the request carries none (or an invalid one), as an Envoy with
- * tracing on does: the first proxy a request meets decides whether it is sampled
- * (samplingPercentage), and every later hop follows the traceparent's flag.
+ * The proxy's span for a request, as an Envoy with tracing on makes one: where the request
+ * carries no valid W3C traceparent, the proxy starts the trace and decides whether it is
+ * sampled (samplingPercentage); otherwise the trace and its sampled flag are the caller's. The
+ * traceparent sent on names this span as the parent, so the next hop (a proxy or the app)
+ * nests under it; tracestate passes unchanged.
  */
-export function startTraceIfMissing(
-  headers: Record<string, string | string[]>,
+export function traceHop(
+  request: { headers: Record<string, string | string[]>; span?: HopSpan },
   samplingPercentage: number,
   random: () => number = Math.random,
-) {
-  const current = headers.traceparent;
-  if (typeof current === "string" && traceIdOf(current)) return;
-  const sampled = random() * 100 < samplingPercentage ? "01" : "00";
-  headers.traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-${sampled}`;
+): HopSpan {
+  const received = request.headers.traceparent;
+  const match = typeof received === "string" ? traceparentPattern.exec(received) : null;
+  const spanId = randomBytes(8).toString("hex");
+  const [traceId, parentSpanId, flags] = match
+    ? [match[1]!, match[2]!, match[3]!]
+    : [randomBytes(16).toString("hex"), null, random() * 100 < samplingPercentage ? "01" : "00"];
+  request.headers.traceparent = `00-${traceId}-${spanId}-${flags}`;
+  request.span = { traceId, spanId, parentSpanId };
+  return request.span;
 }
 
 export function createTelemetry(options: {
