@@ -50,11 +50,22 @@ export async function openDatabase<TSchema extends Record<string, unknown>>(
   return options.url ? openPostgres(options.url, options) : openPglite(options);
 }
 
+/**
+ * Seconds before a pool connection that failed connects again: 25–50 ms, doubling per failure,
+ * at most 0.25–0.5 s. postgres.js counts failures across the whole pool and waits up to 20 s by
+ * default (`(0.5..1) × min(3^n / 100, 20)`): after a 2 s Postgres restart under load its
+ * connections were still waiting, and the service unready, 8–9 s after the server was back.
+ * A refused connection to a database costs next to nothing; being away from it costs orders.
+ */
+function reconnectBackoff(failures: number): number {
+  return (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** failures, 0.5);
+}
+
 function openPostgres<TSchema extends Record<string, unknown>>(
   url: string,
   options: DatabaseOptions<TSchema>,
 ): Database<TSchema> {
-  const clientOptions = { onnotice: () => {}, connect_timeout: 5 } as const;
+  const clientOptions = { onnotice: () => {}, connect_timeout: 5, backoff: reconnectBackoff };
   const client = connectPostgres(url, { ...clientOptions, max: options.poolSize ?? 10 });
   const db = drizzlePostgres(preparingStatements(client), { schema: options.schema });
   return {
