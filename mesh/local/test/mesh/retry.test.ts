@@ -143,22 +143,32 @@ describe("shouldRetry: every retryOn token", () => {
     expect(shouldRetry(p, answer(503))).toBe(true);
   });
 
-  it("covers every token mesh/local accepts", () => {
-    const tested = [
-      "5xx",
-      "gateway-error",
-      "reset",
-      "connect-failure",
-      "refused-stream",
-      "retriable-4xx",
-      "retriable-status-codes",
-      "cancelled",
-      "deadline-exceeded",
-      "internal",
-      "resource-exhausted",
-      "unavailable",
-    ];
-    expect([...RETRY_ON_TOKENS].sort()).toEqual(tested.sort());
+  it("gives every token mesh/local accepts an effect: a failure it retries that no other token's policy does", () => {
+    // What each token alone retries (retriable-status-codes with a status named beside it).
+    const witness: Record<(typeof RETRY_ON_TOKENS)[number], [string, Outcome]> = {
+      "5xx": ["5xx", answer(500)],
+      "gateway-error": ["gateway-error", answer(504)],
+      reset: ["reset", { kind: "per-try-timeout" }],
+      "connect-failure": ["connect-failure", { kind: "connect-failure" }],
+      "refused-stream": ["refused-stream", { kind: "refused-stream" }],
+      "retriable-4xx": ["retriable-4xx", answer(409)],
+      "retriable-status-codes": ["retriable-status-codes,418", answer(418)],
+      cancelled: ["cancelled", answer(200, { "grpc-status": "1" })],
+      "deadline-exceeded": ["deadline-exceeded", answer(200, { "grpc-status": "4" })],
+      internal: ["internal", answer(200, { "grpc-status": "13" })],
+      "resource-exhausted": ["resource-exhausted", answer(200, { "grpc-status": "8" })],
+      unavailable: ["unavailable", answer(200, { "grpc-status": "14" })],
+    };
+    expect(Object.keys(witness).sort()).toEqual([...RETRY_ON_TOKENS].sort());
+    const broad = new Set(["5xx", "gateway-error", "reset"]);
+    for (const [token, [retryOn, outcome]] of Object.entries(witness)) {
+      expect(shouldRetry(policy(retryOn), outcome), token).toBe(true);
+      for (const other of RETRY_ON_TOKENS) {
+        // 5xx, gateway-error and reset each cover failures of the narrower tokens.
+        if (other === token || broad.has(other)) continue;
+        expect(shouldRetry(policy(other), outcome), `${other} on ${token}'s failure`).toBe(false);
+      }
+    }
   });
 });
 
