@@ -251,9 +251,13 @@ export function createOutbound(options: OutboundOptions) {
           held.release();
           return overflow();
         }
-        const connected = () => waiting.release();
-        session.once("connect", connected);
-        session.once("close", connected);
+        const connected = () => {
+          waiting.release();
+          session.off("connect", connected);
+          session.off("close", connected);
+        };
+        session.on("connect", connected);
+        session.on("close", connected);
       }
       const id = endpoint.instance.id;
       cluster.active.set(id, (cluster.active.get(id) ?? 0) + 1);
