@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { CatalogService } from "@thinmesh/contracts/shop/catalog/v1/catalog_pb.js";
 import { EventSinkService } from "@thinmesh/contracts/shop/events/v1/events_pb.js";
 import { StockReservedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.js";
@@ -87,6 +87,21 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
       destination_workload: "order",
       source_principal: "cluster.local/ns/shop/sa/auth",
       response_code: 403,
+    });
+    // A gRPC caller gets Envoy's gRPC local reply: PERMISSION_DENIED with the same message.
+    const grpcSink = createClient(
+      EventSinkService,
+      createGrpcTransport({ baseUrl: shop.peerUrl("auth", "order") }),
+    );
+    const grpcError = await rpcError(grpcSink.deliver({ events: [] }));
+    expect([grpcError.code, grpcError.rawMessage]).toEqual([
+      Code.PermissionDenied,
+      "RBAC: access denied",
+    ]);
+    // Its record: HTTP 200 carrying gRPC status 7, as Envoy logs a gRPC local reply.
+    expect(records.filter((r) => r.reporter === "destination").at(-1)).toMatchObject({
+      response_code: 200,
+      grpc_status: "7",
     });
   });
 
@@ -201,6 +216,16 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
     expect(await response.text()).toBe(
       "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
     );
+    // Over gRPC: UNAUTHENTICATED, the message as grpc-message.
+    const grpcOrders = createClient(
+      OrderService,
+      createGrpcTransport({ baseUrl: shop.ingressUrl }),
+    );
+    const error = await rpcError(grpcOrders.listOrders({}, bearer("not-a-jwt")));
+    expect([error.code, error.rawMessage]).toEqual([
+      Code.Unauthenticated,
+      "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+    ]);
   });
 
   it("moves the payments to v2 when the canary CLI edits the running shop's configuration", async () => {

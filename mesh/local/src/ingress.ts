@@ -128,11 +128,7 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
   return createDualProtocolServer(
     async (req, res) => {
       const request = await readDownstream(req, res, limits, (refusal) =>
-        outbound.record(refusal.request, {
-          response_code: refusal.status,
-          response_flags: refusal.flags,
-          response_code_details: refusal.details,
-        }),
+        outbound.record(refusal.request, refusal.fields),
       );
       if (!request) return;
       try {

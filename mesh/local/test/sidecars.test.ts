@@ -141,6 +141,41 @@ describe("identity and mTLS", () => {
     expect(apps.get("catalog-1")!.calls).toHaveLength(0);
   });
 
+  it("answers a gRPC caller's denial as Envoy does: trailers-only, grpc-status 7 PERMISSION_DENIED", async () => {
+    const session = http2.connect(mesh.sidecars.get("auth-0")!.outboundUrls.catalog!);
+    try {
+      const answer = await new Promise<{ headers: http2.IncomingHttpHeaders; ended: boolean }>(
+        (resolve, reject) => {
+          const stream = session.request({
+            ":method": "POST",
+            ":path": "/test.Echo/Hello",
+            "content-type": "application/grpc",
+            te: "trailers",
+          });
+          stream.on("error", reject);
+          stream.on("response", (headers, flags) =>
+            resolve({ headers, ended: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 }),
+          );
+          stream.end(Buffer.alloc(5));
+        },
+      );
+      expect(answer.headers).toMatchObject({
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": "7",
+        "grpc-message": "RBAC: access denied",
+      });
+      expect(answer.ended).toBe(true); // the headers end the stream: no body, no trailers
+    } finally {
+      session.close();
+    }
+    expect(records.find((r) => r.reporter === "destination")).toMatchObject({
+      response_code: 200,
+      grpc_status: "7",
+      response_code_details: expect.stringMatching(/^rbac_access_denied_matched_policy/),
+    });
+  });
+
   it("refuses plaintext under STRICT at the connection, before any HTTP", async () => {
     const port = mesh.sidecars.get("catalog-0")!.inboundPort;
     await expect(

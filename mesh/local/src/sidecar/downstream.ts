@@ -49,19 +49,86 @@ export type ListenerLimits = typeof listenerLimits;
 // (delayed_close_timeout) before closing it hard, so that the client reads the answer.
 const delayedCloseMs = 1000;
 
-/** A proxy's own answer (Envoy's sendLocalReply); closes a connection whose body was not read. */
+/** Envoy's Grpc::Utility::httpToGrpcStatus (gRPC's HTTP-to-status mapping). */
+export function grpcStatusOfHttp(status: number): number {
+  switch (status) {
+    case 400:
+      return 13; // INTERNAL
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 12; // UNIMPLEMENTED
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14; // UNAVAILABLE
+    default:
+      return 2; // UNKNOWN
+  }
+}
+
+/** A gRPC request, as Envoy tells one (application/grpc, +proto, ;…; not gRPC-Web). */
+const isGrpcRequest = (req: DownstreamRequest) =>
+  /^application\/grpc($|[+;])/i.test(String(req.headers["content-type"] ?? ""));
+
+/** gRPC's grpc-message encoding: bytes outside printable ASCII, and "%", as %XX. */
+const percentEncoded = (text: string) =>
+  [...Buffer.from(text, "utf8")]
+    .map((byte) =>
+      byte < 0x20 || byte > 0x7e || byte === 0x25
+        ? `%${byte.toString(16).toUpperCase().padStart(2, "0")}`
+        : String.fromCharCode(byte),
+    )
+    .join("");
+
+/** What a local reply sent, for its access record. */
+export interface LocalReplySent {
+  response_code: number;
+  grpc_status: string | null;
+  bytes_sent: number;
+}
+
+/**
+ * A proxy's own answer (Envoy's sendLocalReply); closes a connection whose body was not read.
+ * To a gRPC request it is a trailers-only gRPC response, as Envoy's: HTTP 200, grpc-status
+ * mapped from the status (403 → PERMISSION_DENIED, 503 → UNAVAILABLE …), the body as
+ * grpc-message; its access record then says 200 and the gRPC status, as Envoy's does.
+ */
 export function localReply(
   req: DownstreamRequest,
   res: DownstreamResponse,
   status: number,
   body: string,
   headers: Record<string, string> = {},
-) {
+): LocalReplySent {
   if (res.headersSent || res.destroyed) {
     res.destroy();
-    return;
+    return { response_code: status, grpc_status: null, bytes_sent: 0 };
   }
   const unread = !req.complete;
+  if (isGrpcRequest(req)) {
+    const grpcStatus = String(grpcStatusOfHttp(status));
+    const grpcHeaders = {
+      ...headers,
+      "content-type": "application/grpc",
+      "grpc-status": grpcStatus,
+      ...(body && { "grpc-message": percentEncoded(body) }),
+    };
+    if (req.httpVersionMajor === 2) {
+      (res as http2.Http2ServerResponse).stream.respond(
+        { ":status": 200, ...grpcHeaders },
+        { endStream: true },
+      );
+    } else {
+      res.writeHead(200, grpcHeaders);
+      res.end();
+    }
+    if (unread) closeAfterResponse(req, res);
+    return { response_code: 200, grpc_status: grpcStatus, bytes_sent: 0 };
+  }
   res.writeHead(status, {
     "content-type": "text/plain",
     "content-length": String(Buffer.byteLength(body)),
@@ -70,6 +137,7 @@ export function localReply(
   });
   res.end(body);
   if (unread) closeAfterResponse(req, res);
+  return { response_code: status, grpc_status: null, bytes_sent: Buffer.byteLength(body) };
 }
 
 /** Called right after answering a request whose body was left unread. */
@@ -87,9 +155,8 @@ function closeAfterResponse(req: DownstreamRequest, res: DownstreamResponse) {
 
 /** Why a request could not be read, for the access record (Envoy's flags and details). */
 export interface Refusal {
-  status: number;
-  flags: string;
-  details: string;
+  /** The access record's fields for the refusal: what was answered and why. */
+  fields: LocalReplySent & { response_flags: string; response_code_details: string };
   /** What was known of the request when it was refused. */
   request: Omit<ProxiedRequest, "body" | "res" | "target"> & { body: Buffer };
 }
@@ -124,8 +191,14 @@ export async function readDownstream(
     requestId,
   };
   const refuse = (status: number, flags: string, details: string, text?: string) => {
-    if (text !== undefined) localReply(req, res, status, text, { "x-request-id": requestId });
-    onRefused({ status, flags, details, request: known });
+    const sent =
+      text === undefined
+        ? { response_code: status, grpc_status: null, bytes_sent: 0 }
+        : localReply(req, res, status, text, { "x-request-id": requestId });
+    onRefused({
+      fields: { ...sent, response_flags: flags, response_code_details: details },
+      request: known,
+    });
     return undefined;
   };
 

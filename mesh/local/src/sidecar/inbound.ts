@@ -100,11 +100,7 @@ export function createInbound(options: InboundOptions) {
 
   async function handle(req: DownstreamRequest, res: DownstreamResponse, peer: InboundPeer) {
     const request = await readDownstream(req, res, listenerLimits, (refusal) =>
-      record(refusal.request, peer, {
-        response_code: refusal.status,
-        response_flags: refusal.flags,
-        response_code_details: refusal.details,
-      }),
+      record(refusal.request, peer, refusal.fields),
     );
     if (!request) return;
     const config = options.config();
@@ -116,9 +112,8 @@ export function createInbound(options: InboundOptions) {
 
     const authn = await authenticatorFor(config).authenticate({ header, query });
     if (!authn.ok) {
-      reply(req, res, authn.status, authn.body, authn.headers);
       return record(request, peer, {
-        response_code: authn.status,
+        ...reply(req, res, authn.status, authn.body, authn.headers),
         response_code_details: "jwt_authn_access_denied",
       });
     }
@@ -137,9 +132,8 @@ export function createInbound(options: InboundOptions) {
       },
     );
     if (!decision.allowed) {
-      reply(req, res, decision.status, decision.body);
       return record(request, peer, {
-        response_code: decision.status,
+        ...reply(req, res, decision.status, decision.body),
         response_code_details: `rbac_access_denied_matched_policy[${decision.policy ?? "none"}]`,
       });
     }
@@ -169,14 +163,13 @@ export function createInbound(options: InboundOptions) {
     }
     if (result.kind !== "response") {
       app.drop("app");
-      reply(
-        req,
-        res,
-        503,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-      );
       return record(request, peer, {
-        response_code: 503,
+        ...reply(
+          req,
+          res,
+          503,
+          "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
         response_flags: result.kind === "connect-failure" ? "UF" : "UC",
         response_code_details: "upstream_reset_before_response_started{connection_failure}",
         upstream_transport_failure_reason: "reason" in result ? result.reason : null,

@@ -85,11 +85,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
   async function outboundListener(outbound: Outbound, service: string) {
     const server = createDualProtocolServer(async (req, res) => {
       const request = await readDownstream(req, res, listenerLimits, (refusal) =>
-        outbound.record(refusal.request, {
-          response_code: refusal.status,
-          response_flags: refusal.flags,
-          response_code_details: refusal.details,
-        }),
+        outbound.record(refusal.request, refusal.fields),
       );
       if (!request) return;
       const current = config();

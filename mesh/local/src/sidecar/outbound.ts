@@ -133,11 +133,11 @@ export function createOutbound(options: OutboundOptions) {
     fields: Partial<AccessRecord> & { response_flags: string },
     extraHeaders: Record<string, string> = {},
   ) {
-    sendLocalReply(request.req, request.res, status, body, {
+    const sent = sendLocalReply(request.req, request.res, status, body, {
       "x-request-id": request.requestId,
       ...extraHeaders,
     });
-    record(request, { response_code: status, bytes_sent: Buffer.byteLength(body), ...fields });
+    record(request, { ...fields, ...sent });
   }
 
   function sessionKey(endpoint: Endpoint) {

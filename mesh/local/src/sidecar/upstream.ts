@@ -15,6 +15,8 @@ export type UpstreamResult =
       status: number;
       headers: http2.IncomingHttpHeaders;
       stream: http2.ClientHttp2Stream;
+      /** The headers ended the stream: a trailers-only answer (a gRPC status, no body). */
+      endStream: boolean;
     }
   | { kind: "connect-failure" | "reset" | "refused-stream"; reason: string }
   | { kind: "timeout" };
@@ -79,8 +81,14 @@ export function sendUpstream(
       settle({ kind: "timeout" });
     };
     request.signal?.addEventListener("abort", onAbort, { once: true });
-    stream.on("response", (headers) =>
-      settle({ kind: "response", status: Number(headers[":status"] ?? 502), headers, stream }),
+    stream.on("response", (headers, flags) =>
+      settle({
+        kind: "response",
+        status: Number(headers[":status"] ?? 502),
+        headers,
+        stream,
+        endStream: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0,
+      }),
     );
     stream.on("error", (error: NodeJS.ErrnoException) => {
       const refused =
@@ -205,6 +213,18 @@ export function relayResponse(
     finished = true;
     done(bytes, grpcStatus, ending);
   };
+  if (result.endStream && req.httpVersionMajor === 2) {
+    // A trailers-only answer stays one (gRPC clients read the status from these headers).
+    const { stream } = res as http2.Http2ServerResponse;
+    stream.respond(
+      { ":status": result.status, ...forwardableHeaders(result.headers) },
+      { endStream: true },
+    );
+    stream.once("close", () =>
+      finish(stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? "complete" : "downstream-gone"),
+    );
+    return;
+  }
   res.writeHead(result.status, forwardableHeaders(result.headers));
   result.stream.on("data", (chunk: Buffer) => {
     bytes += chunk.length;
