@@ -20,7 +20,10 @@ import {
  * A bench shop for the saga: the relays poll every 200 ms; `placeOnly` leaves the saga out
  * (the order service publishes OrderPlaced to nobody).
  */
-export function startSagaShop(name, { placeOnly = false, bypassSidecars = false } = {}) {
+export function startSagaShop(
+  name,
+  { placeOnly = false, bypassSidecars = false, onRecord = () => {} } = {},
+) {
   return startBenchShop(
     name,
     (dataDir) => ({
@@ -31,7 +34,7 @@ export function startSagaShop(name, { placeOnly = false, bypassSidecars = false 
       },
       payment: { OUTBOX_POLL_MS: "200" },
     }),
-    { bypassSidecars },
+    { bypassSidecars, onRecord },
   );
 }
 

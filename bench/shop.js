@@ -23,10 +23,15 @@ export const root = join(import.meta.dirname, "..");
  * The shop as `npm start` runs it, on fresh databases. `env(dataDir)` gives settings per
  * workload (files it names may go in dataDir, removed at the end); `bypassSidecars` starts it
  * without the sidecars (the apps call each other directly, the ingress forwards plaintext),
- * to measure what they cost. Returns the shop, each workload's database URL and `close()`.
+ * to measure what they cost; `onRecord` receives every access record of the ingress and the
+ * sidecars. Returns the shop, each workload's database URL and `close()`.
  * Several may run at once: each has its own ports, sockets and databases.
  */
-export async function startBenchShop(name, env = () => ({}), { bypassSidecars = false } = {}) {
+export async function startBenchShop(
+  name,
+  env = () => ({}),
+  { bypassSidecars = false, onRecord = () => {} } = {},
+) {
   const prefix = `bench_${name}_${randomBytes(3).toString("hex")}`;
   const dataDir = mkdtempSync(join(tmpdir(), `thinmesh-bench-${name}-`));
   const shop = await startLocalShop({
@@ -44,7 +49,7 @@ export async function startBenchShop(name, env = () => ({}), { bypassSidecars = 
         /"level":"(error|fatal)"/.test(line) && console.error(workload, line),
       event: () => {},
     },
-    onRecord: () => {},
+    onRecord,
   });
   return {
     shop,
