@@ -8,7 +8,10 @@
 // (rpc_server_duration_seconds from its /metrics) beside them. Usage (after npm run build):
 //   node bench/hops.js [--rate 50] [--seconds 20] [--concurrency 32] [--bypass-sidecars]
 // --bypass-sidecars runs the same load without the sidecars: only the apps' handler times and
-// the client's latency then (the gateway's record alone has no hops to split).
+// the client's latency then (the gateway's record alone has no hops to split). Last, the
+// event-loop delay of mesh/local's thread (this process) while placing: how long a request
+// ready to be read waits for the one thread every proxy shares.
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { get } from "./http.js";
 import { startLoad } from "./load.js";
@@ -51,6 +54,9 @@ const load = startLoad();
 try {
   const customers = await prepareCustomers(bench.shop, concurrency);
   recording = true;
+  // How long a ready callback waits for this process's thread: the mesh's (gateway and sidecars).
+  const meshLoop = monitorEventLoopDelay({ resolution: 1 });
+  meshLoop.enable();
   const placed = await load.place({
     base: bench.shop.ingressUrl,
     rate,
@@ -60,6 +66,7 @@ try {
     users: customers.users,
   });
   recording = false;
+  meshLoop.disable();
   const latencies = placed.latencies.sort((a, b) => a - b);
   console.log(
     `${placed.latencies.length} orders at ${rate}/s ${bypassSidecars ? "with the sidecars bypassed" : "through the sidecars"}; ${machine()}`,
@@ -69,6 +76,11 @@ try {
   );
   if (!bypassSidecars) printHops(records);
   await printHandlerTimes(bench.shop);
+  // Beyond the monitor's 1 ms resolution.
+  const ms = (ns) => Math.max(0, ns / 1e6 - 1).toFixed(1);
+  console.log(
+    `\nevent-loop delay of mesh/local's thread while placing: p50 ${ms(meshLoop.percentile(50))} ms, p90 ${ms(meshLoop.percentile(90))} ms, p99 ${ms(meshLoop.percentile(99))} ms, max ${ms(meshLoop.max)} ms`,
+  );
 } finally {
   await load.close();
   await bench.close();
@@ -130,7 +142,9 @@ function printHops(all) {
 
 /** Each app's mean handler time per RPC (its rpc_server_duration_seconds), past the mesh. */
 async function printHandlerTimes(shop) {
-  console.log("\nthe apps' own handler time (rpc_server_duration_seconds, mean):");
+  console.log(
+    "\nthe apps' own handler time (rpc_server_duration_seconds, mean) and event-loop delay (since start):",
+  );
   for (const { instance, base } of await appBases(shop)) {
     const text = await get(base, "metrics");
     const sums = new Map();
@@ -149,6 +163,16 @@ async function printHandlerTimes(shop) {
         ([method, { sum, count }]) =>
           `${method.split("/").pop()} ${((sum / count) * 1000).toFixed(2)} ms ×${count}`,
       );
-    if (parts.length) console.log(`  ${instance}: ${parts.join(", ")}`);
+    // prom-client samples the loop every 100 ms (the platform's eventLoopMonitoringPrecision);
+    // what it reports beyond that interval is the delay.
+    const lag = (q) => {
+      const value = new RegExp(
+        `^nodejs_eventloop_lag_${q}_seconds(?:\\{[^}]*\\})? (\\S+)$`,
+        "m",
+      ).exec(text)?.[1];
+      return value === undefined ? "?" : Math.max(0, Number(value) * 1000 - 100).toFixed(1);
+    };
+    parts.push(`event-loop delay p50 ${lag("p50")} / p90 ${lag("p90")} / p99 ${lag("p99")} ms`);
+    console.log(`  ${instance}: ${parts.join(", ")}`);
   }
 }
