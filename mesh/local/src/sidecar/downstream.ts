@@ -123,7 +123,7 @@ export function localReply(
         { endStream: true },
       );
     } else {
-      res.writeHead(200, grpcHeaders);
+      res.writeHead(200, { ...grpcHeaders, ...(unread && { connection: "close" }) });
       res.end();
     }
     if (unread) closeAfterResponse(req, res);

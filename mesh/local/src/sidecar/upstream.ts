@@ -216,6 +216,10 @@ export function relayResponse(
   if (result.endStream && req.httpVersionMajor === 2) {
     // A trailers-only answer stays one (gRPC clients read the status from these headers).
     const { stream } = res as http2.Http2ServerResponse;
+    if (stream.destroyed || stream.closed) {
+      finish("downstream-gone");
+      return;
+    }
     stream.respond(
       { ":status": result.status, ...forwardableHeaders(result.headers) },
       { endStream: true },
