@@ -11,3 +11,8 @@ export declare function main(
   argv: string[],
   io?: { out: { write(text: string): unknown }; err: { write(text: string): unknown } },
 ): number;
+export declare function localShopWarning(
+  service: string,
+  percent: number,
+  adminUrl: string,
+): Promise<string | undefined>;

@@ -10,6 +10,9 @@
 // edited, when kubectl has no current context); --dry-run prints it
 // instead of writing it; --dir <path> edits another copy of mesh/istio.
 // Exit codes: 0 done, 2 bad arguments (nothing written), 1 anything else.
+// After an edit of the repository's mesh/istio, a running local shop (its admin port,
+// THINMESH_ADMIN_PORT, default 15090) is asked whether each subset given traffic has a ready
+// instance; if not, a warning says which calls will fail.
 
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -176,6 +179,48 @@ export function main(argv, io = { out: process.stdout, err: process.stderr }) {
   }
 }
 
+/**
+ * A warning when the local shop at `adminUrl` is running and has no ready instance of a subset
+ * that `percent` gives traffic to: those calls will answer 503 "no healthy upstream", as in a
+ * cluster with no pod of that version. Undefined when all is well or no shop answers.
+ */
+export async function localShopWarning(service, percent, adminUrl) {
+  let endpoints;
+  try {
+    const response = await fetch(new URL("/endpoints", adminUrl), {
+      signal: AbortSignal.timeout(1_000),
+    });
+    if (!response.ok) return undefined;
+    endpoints = await response.json();
+  } catch {
+    return undefined; // no local shop running: nothing to check
+  }
+  if (!Array.isArray(endpoints)) return undefined;
+  const missing = [
+    ["v1", 100 - percent],
+    ["v2", percent],
+  ].filter(
+    ([version, share]) =>
+      share > 0 &&
+      !endpoints.some((e) => e.workload === service && e.version === version && e.ready),
+  );
+  if (!missing.length) return undefined;
+  return missing
+    .map(
+      ([version, share]) =>
+        `warning: the local shop at ${adminUrl} has no ready ${service} ${version} instance, so ${share} % of the calls to ${service} will answer 503 "no healthy upstream" (npm start on the embedded PGlite runs one instance per service; with DATABASE_URL it runs every instance, ${service} ${version} included)`,
+    )
+    .join("\n");
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  process.exitCode = main(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  process.exitCode = main(argv);
+  const [service, action] = argv.filter((a) => !a.startsWith("--"));
+  const editedHere = !argv.includes("--dir") && !argv.includes("--dry-run");
+  if (process.exitCode === 0 && editedHere && !argv.includes("--apply")) {
+    const adminUrl = `http://127.0.0.1:${process.env.THINMESH_ADMIN_PORT || 15090}`;
+    const warning = await localShopWarning(service, parseAction(action), adminUrl);
+    if (warning) process.stderr.write(`${warning}\n`);
+  }
 }

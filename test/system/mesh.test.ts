@@ -12,7 +12,7 @@ import { StockReservedSchema } from "@thinmesh/contracts/shop/events/v1/saga_pb.
 import { OrderService, OrderStatus } from "@thinmesh/contracts/shop/order/v1/order_pb.js";
 import { buildEventEnvelope, eventually, testPostgresUrl } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { main as canary } from "../../mesh/canary/canary.js";
+import { main as canary, localShopWarning } from "../../mesh/canary/canary.js";
 import type { LocalShop } from "../../mesh/local/src/shop.js";
 import type { AccessRecord } from "../../mesh/local/src/sidecar/telemetry.js";
 import { startTestShop, type TestShop } from "./local-shop.js";
@@ -280,6 +280,8 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
 
     expect(new Set(await paymentVersions(3))).toEqual(new Set(["v1"]));
     const pushes = configEvents.length;
+    // On Postgres every instance runs, payment v2 included: nothing to warn about.
+    expect(await localShopWarning("payment", 100, shop.adminUrl)).toBeUndefined();
     expect(canary(["payment", "promote", "--dir", meshDir], silent)).toBe(0);
     // Pushed within 2 s, without a restart.
     await eventually(() => expect(configEvents.length).toBeGreaterThan(pushes), 2_000);

@@ -9,11 +9,13 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
-import { setWeights } from "../../canary/canary.js";
+import { localShopWarning, setWeights } from "../../canary/canary.js";
 import {
   analyze,
   formatFindings,
@@ -187,6 +189,50 @@ describe("the canary CLI", () => {
       /canary: --apply needs kubectl, which cannot run .*nothing was changed/,
     );
     expect(payment().equals(committed)).toBe(true);
+  });
+});
+
+describe("the canary CLI and a running local shop", () => {
+  /** A stand-in for mesh/local's admin port answering /endpoints with `endpoints`. */
+  async function adminPort(endpoints: unknown[]) {
+    const server = createServer((req, res) => {
+      if (req.url !== "/endpoints") return void res.writeHead(404).end();
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(endpoints));
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return { url, [Symbol.asyncDispose]: () => new Promise<void>((d) => server.close(() => d())) };
+  }
+  const instance = (version: string, ready = true) => ({
+    id: `payment-${version}-0`,
+    workload: "payment",
+    version,
+    ready,
+  });
+
+  it("warns when a subset given traffic has no ready instance there (503 no healthy upstream)", async () => {
+    await using admin = await adminPort([instance("v1")]);
+    const warning = await localShopWarning("payment", 10, admin.url);
+    expect(warning).toContain("no ready payment v2 instance");
+    expect(warning).toContain('10 % of the calls to payment will answer 503 "no healthy upstream"');
+    expect(warning).toContain("DATABASE_URL");
+    // Rolling back to v1 only needs v1.
+    expect(await localShopWarning("payment", 0, admin.url)).toBeUndefined();
+  });
+
+  it("an instance that is not ready does not count; promote needs v2 only", async () => {
+    await using admin = await adminPort([instance("v1"), instance("v2", false)]);
+    expect(await localShopWarning("payment", 100, admin.url)).toContain("no ready payment v2");
+    await using both = await adminPort([instance("v1", false), instance("v2")]);
+    expect(await localShopWarning("payment", 100, both.url)).toBeUndefined();
+    expect(await localShopWarning("payment", 50, both.url)).toContain("no ready payment v1");
+  });
+
+  it("says nothing when no shop answers", async () => {
+    const admin = await adminPort([]);
+    const url = admin.url;
+    await admin[Symbol.asyncDispose]();
+    expect(await localShopWarning("payment", 10, url)).toBeUndefined();
   });
 });
 
