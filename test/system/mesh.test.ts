@@ -153,13 +153,21 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
       response_code: 200,
       response_flags: "-",
       source_workload: "istio-ingressgateway",
+      source_canonical_service: "istio-ingressgateway",
       source_principal: "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+      destination_service: "catalog.shop.svc.cluster.local",
       destination_workload: "catalog",
+      destination_canonical_service: "catalog",
       destination_version: "v1",
       connection_security_policy: "mutual_tls",
+      protocol: "HTTP/2",
     });
     expect(edge).toMatchObject({
       reporter: "source",
+      destination_service: "catalog.shop.svc.cluster.local",
+      destination_workload: "catalog",
+      // A caller's side does not know the connection's security (Istio's client metrics).
+      connection_security_policy: "unknown",
       trace_id: traceId,
       request_id: inbound.request_id,
       span_id: inbound.parent_span_id, // catalog's inbound side's span is the gateway's child
@@ -195,9 +203,20 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
       source_workload_namespace: "istio-system",
       source_principal:
         "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+      source_app: "istio-ingressgateway",
+      source_version: "unknown",
+      source_canonical_service: "istio-ingressgateway",
+      source_canonical_revision: "latest",
+      source_cluster: "Kubernetes",
       destination_workload_namespace: "shop",
+      destination_app: "catalog",
       destination_version: "v1",
       destination_service: "catalog.shop.svc.cluster.local",
+      destination_service_name: "catalog",
+      destination_service_namespace: "shop",
+      destination_canonical_service: "catalog",
+      destination_canonical_revision: "v1",
+      destination_cluster: "Kubernetes",
       destination_principal: "spiffe://cluster.local/ns/shop/sa/catalog",
       response_flags: "-",
       connection_security_policy: "mutual_tls",
@@ -244,7 +263,8 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
     );
     const orders = createClient(OrderService, transport(shop.ingressUrl));
     // The versions of payment that order's sidecar sent the PaymentRequested deliveries of
-    // `count` new orders to (a relay may carry several events in one call).
+    // `count` new orders to (a relay may carry several events in one call), and payment's
+    // inbound records of them.
     const paymentVersions = async (count: number) => {
       const from = records.length;
       const ids: string[] = [];
@@ -265,16 +285,26 @@ describe.skipIf(!serverUrl)("the mesh's policies on the running shop", () => {
           expect(order!.status).toBe(OrderStatus.CONFIRMED);
         }
       }, 30_000);
-      const versions = records
+      const calls = records
         .slice(from)
         .filter(
-          (r) =>
-            r.reporter === "source" &&
-            r.source_workload === "order" &&
-            r.destination_workload === "payment",
-        )
+          (r) => r.source_workload === "order" && r.destination_canonical_service === "payment",
+        );
+      const versions = calls
+        .filter((r) => r.reporter === "source")
         .map((r) => r.destination_version);
       expect(versions.length).toBeGreaterThan(0);
+      const inbound = calls.filter((r) => r.reporter === "destination");
+      expect(inbound.length).toBe(versions.length);
+      // Each version is its own workload (its Deployment), one canonical service; the inbound
+      // side knows its caller's version by the caller's certificate (Istio: peer metadata).
+      for (const r of inbound) {
+        expect(r).toMatchObject({
+          source_version: "v1",
+          source_canonical_revision: "v1",
+          destination_workload: r.destination_version === "v2" ? "payment-v2" : "payment",
+        });
+      }
       return versions;
     };
 

@@ -18,7 +18,10 @@ export function readable(line: string): string {
 
 /** One access record as a readable line: who called whom, what, and what came of it. */
 export function accessLine(record: AccessRecord): string {
-  const destination = `${record.destination_workload ?? "?"}${record.destination_version ? `/${record.destination_version}` : ""}`;
+  // The service, and the version that answered (none when the proxy answered itself).
+  const service =
+    record.destination_canonical_service ?? record.destination_service?.split(".")[0] ?? "?";
+  const destination = `${service}${record.destination_version ? `/${record.destination_version}` : ""}`;
   const flags = record.response_flags === "-" ? "" : ` ${record.response_flags}`;
   const attempts = record.attempts > 1 ? ` (${record.attempts} attempts)` : "";
   const trace = record.trace_id ? ` trace ${record.trace_id}` : "";

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import http2 from "node:http2";
 import { isIPv6 } from "node:net";
 import tls from "node:tls";
@@ -31,6 +31,11 @@ export function peerSpiffeId(socket: tls.TLSSocket): string | undefined {
 export function peerCertificateHash(socket: tls.TLSSocket): string | undefined {
   const der = verifiedPeerCertificate(socket);
   return der && createHash("sha256").update(der).digest("hex");
+}
+
+/** The same hash of a certificate in PEM form (one this mesh issued). */
+export function certificateHashOfPem(pem: string): string {
+  return createHash("sha256").update(new X509Certificate(pem).raw).digest("hex");
 }
 
 function verifiedPeerCertificate(socket: tls.TLSSocket): Buffer | undefined {

@@ -13,8 +13,16 @@ import {
   readDownstream,
 } from "./downstream.js";
 import type { EndpointRegistry, Instance } from "./instances.js";
-import { ingressGateway } from "./instances.js";
-import { type AccessRecord, accessRecord, type Telemetry, traceHop } from "./telemetry.js";
+import { ingressGateway, type PeerDirectory, peerWorkloadOf } from "./instances.js";
+import {
+  type AccessRecord,
+  accessRecord,
+  destinationFields,
+  sourceFields,
+  type Telemetry,
+  traceHop,
+  unknownPeer,
+} from "./telemetry.js";
 import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 export interface InboundOptions {
@@ -26,6 +34,8 @@ export interface InboundOptions {
   telemetry: Telemetry;
   /** Fetches a JWKS the way this workload's sidecar does: through its own outbound side. */
   fetchJwks(uri: string): Promise<unknown>;
+  /** The workloads of the mesh's client certificates (Istio: peer metadata exchange). */
+  peers: PeerDirectory;
 }
 
 /**
@@ -54,20 +64,17 @@ export function createInbound(options: InboundOptions) {
     return authenticator!;
   };
 
-  /** Which workload a peer principal belongs to, for telemetry (Istio reads peer metadata). */
-  const sourceOf = (principal: string | undefined) => {
-    if (!principal) return { workload: "unknown", version: "unknown" };
-    if (principal === ingressGateway.principal) return ingressGateway;
-    const peer = options.endpoints.all().find((e) => e.instance.principal === principal);
-    return { workload: peer?.instance.app ?? "unknown", version: "unknown" };
-  };
+  /** The caller's workload, for telemetry: known by its certificate, else unknown (plaintext). */
+  const sourceOf = (peer: InboundPeer) =>
+    options.peers.of(peer.certificateHash) ??
+    (peer.principal === ingressGateway.principal ? ingressGateway : unknownPeer);
 
   function record(
     request: Omit<ProxiedRequest, "res" | "target">,
     peer: InboundPeer,
     fields: Partial<AccessRecord>,
   ) {
-    const source = sourceOf(peer.principal);
+    const source = sourceOf(peer);
     options.telemetry.record(
       accessRecord(request, {
         reporter: "destination",
@@ -77,12 +84,10 @@ export function createInbound(options: InboundOptions) {
         requested_server_name: peer.tls
           ? `outbound_.8080_._.${instance.app}.${instance.namespace}.svc.cluster.local`
           : null,
-        source_workload: source.workload,
-        source_version: source.version,
+        ...sourceFields(source),
         source_principal: peer.principal ?? null,
-        destination_workload: instance.app,
-        destination_version: instance.version,
-        destination_principal: instance.principal,
+        destination_service: `${instance.app}.${instance.namespace}.svc.cluster.local`,
+        ...destinationFields(peerWorkloadOf(instance)),
         connection_security_policy: peer.tls ? "mutual_tls" : "none",
         attempts: 1,
         ...fields,

@@ -1,3 +1,5 @@
+import { certificateHashOfPem } from "../identity/index.js";
+
 /**
  * The running workload instances mesh/local knows of: each one a pod's stand-in, with the
  * labels and ServiceAccount of its Deployment and the address of its inbound side. The
@@ -39,13 +41,83 @@ export const hostIdOf = (endpoint: Endpoint) => `${endpoint.instance.id}#${endpo
 export const principalOf = (namespace: string, serviceAccount: string) =>
   `cluster.local/ns/${namespace}/sa/${serviceAccount}`;
 
-/** The istio ingress gateway's identity, as the shop's AuthorizationPolicies name it. */
-export const ingressGateway = {
+/**
+ * A workload as Istio's telemetry names it (what its peer metadata carries): the labels of
+ * istio_requests_total and the source and destination fields of the access records.
+ */
+export interface PeerWorkload {
+  /** The Deployment: payment, payment-v2 (`*_workload`). */
+  workload: string;
+  /** The `app` label (`*_app`), "unknown" without one. */
+  app: string;
+  /** The `version` label (`*_version`), "unknown" without one. */
+  version: string;
+  /** Kiali's service node (`*_canonical_service`). */
+  canonicalService: string;
+  /** `*_canonical_revision`. */
+  canonicalRevision: string;
+  namespace: string;
+  principal: string;
+}
+
+/**
+ * The peer metadata of an instance, by Istio's rules for canonical names:
+ * service.istio.io/canonical-name, else app.kubernetes.io/name, else app, else the workload;
+ * service.istio.io/canonical-revision, else app.kubernetes.io/version, else version, else
+ * "latest".
+ */
+export function peerWorkloadOf(instance: Instance): PeerWorkload {
+  const { labels } = instance;
+  return {
+    workload: instance.deployment,
+    app: labels.app ?? "unknown",
+    version: labels.version ?? "unknown",
+    canonicalService:
+      labels["service.istio.io/canonical-name"] ??
+      labels["app.kubernetes.io/name"] ??
+      labels.app ??
+      instance.deployment,
+    canonicalRevision:
+      labels["service.istio.io/canonical-revision"] ??
+      labels["app.kubernetes.io/version"] ??
+      labels.version ??
+      "latest",
+    namespace: instance.namespace,
+    principal: instance.principal,
+  };
+}
+
+/**
+ * The istio ingress gateway's identity, as the shop's AuthorizationPolicies name it, and its
+ * pod's labels as Istio's gateway deployment sets them (app, canonical name and revision; no
+ * version label).
+ */
+export const ingressGateway: PeerWorkload = {
   workload: "istio-ingressgateway",
+  app: "istio-ingressgateway",
   version: "unknown",
+  canonicalService: "istio-ingressgateway",
+  canonicalRevision: "latest",
   namespace: "istio-system",
   principal: principalOf("istio-system", "istio-ingressgateway-service-account"),
-} as const;
+};
+
+/**
+ * Which workload a client certificate was issued to: mesh/local's stand-in for Istio's peer
+ * metadata exchange, so an inbound side names its caller's workload and version (payment v1
+ * and v2 share one ServiceAccount, so the principal alone cannot tell them apart).
+ */
+export class PeerDirectory {
+  readonly #byCertificate = new Map<string, PeerWorkload>();
+  /** A rotated certificate's entry stays: connections made with it may still be open. */
+  add(certificatePem: string, peer: PeerWorkload) {
+    this.#byCertificate.set(certificateHashOfPem(certificatePem), peer);
+  }
+  /** The workload of a verified client certificate (XFCC's Hash), if this mesh issued it. */
+  of(certificateHash: string | undefined): PeerWorkload | undefined {
+    return certificateHash === undefined ? undefined : this.#byCertificate.get(certificateHash);
+  }
+}
 
 export class EndpointRegistry {
   readonly #endpoints = new Map<string, Endpoint>();

@@ -14,7 +14,13 @@ import { loadMeshConfig, type MeshConfig, mtlsModeFor, routeFor } from "../mesh/
 import { workloadOf } from "../routing.js";
 import { listenerLimits, readDownstream } from "./downstream.js";
 import { createInbound } from "./inbound.js";
-import { EndpointRegistry, type Instance } from "./instances.js";
+import {
+  EndpointRegistry,
+  type Instance,
+  ingressGateway,
+  PeerDirectory,
+  peerWorkloadOf,
+} from "./instances.js";
 import { createOutbound, type Outbound, type Source } from "./outbound.js";
 import { type Telemetry, traceHop } from "./telemetry.js";
 
@@ -68,6 +74,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
   const sidecars = new Map<string, Sidecar>();
   const listeners: (InboundListener | DualProtocolServer)[] = [];
   const closers: (() => void)[] = [];
+  const peers = new PeerDirectory();
 
   const outboundFor = (source: Source, certificate: () => WorkloadCertificate) => {
     const outbound = createOutbound({
@@ -117,15 +124,9 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
       spiffeId: `spiffe://${instance.principal}`,
     });
     const appSocket = join(options.socketDir, `${instance.id}.sock`);
-    const outbound = outboundFor(
-      {
-        workload: instance.app,
-        version: instance.version,
-        namespace: instance.namespace,
-        principal: instance.principal,
-      },
-      () => certificate,
-    );
+    const workload = peerWorkloadOf(instance);
+    peers.add(certificate.certPem, workload);
+    const outbound = outboundFor(workload, () => certificate);
     const outboundUrls: Record<string, string> = {};
     for (const service of services)
       outboundUrls[service] = await outboundListener(outbound, service);
@@ -136,6 +137,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
       config,
       endpoints,
       telemetry: options.telemetry,
+      peers,
       // The sidecar fetches the JWKS itself, through its own outbound side (mTLS, as this
       // workload): Istio's PILOT_JWT_ENABLE_REMOTE_JWKS=envoy, which mesh/istio/install sets.
       async fetchJwks(uri) {
@@ -170,6 +172,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
         certificate = await issueWorkloadCertificate(ca, {
           spiffeId: `spiffe://${instance.principal}`,
         });
+        peers.add(certificate.certPem, workload);
       },
       6 * 60 * 60 * 1000,
     );
@@ -206,15 +209,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
     config,
     ca,
     gatewayOutbound(certificate) {
-      return outboundFor(
-        {
-          workload: "istio-ingressgateway",
-          version: "unknown",
-          namespace: "istio-system",
-          principal: "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
-        },
-        () => certificate,
-      );
+      return outboundFor(ingressGateway, () => certificate);
     },
     async close() {
       watcher?.close();

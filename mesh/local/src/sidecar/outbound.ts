@@ -17,17 +17,24 @@ import {
   trafficPolicyFor,
 } from "../mesh/index.js";
 import { downstreamGone, type ProxiedRequest, localReply as sendLocalReply } from "./downstream.js";
-import { type Endpoint, type EndpointRegistry, hostIdOf } from "./instances.js";
-import { type AccessRecord, accessRecord, type Telemetry } from "./telemetry.js";
+import {
+  type Endpoint,
+  type EndpointRegistry,
+  hostIdOf,
+  type PeerWorkload,
+  peerWorkloadOf,
+} from "./instances.js";
+import {
+  type AccessRecord,
+  accessRecord,
+  destinationFields,
+  sourceFields,
+  type Telemetry,
+} from "./telemetry.js";
 import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
 
 /** Who is calling: a workload instance's outbound side, or the ingress gateway. */
-export interface Source {
-  workload: string;
-  version: string;
-  namespace: string;
-  principal: string;
-}
+export type Source = PeerWorkload;
 
 export interface OutboundOptions {
   source: Source;
@@ -117,10 +124,8 @@ export function createOutbound(options: OutboundOptions) {
     options.telemetry.record(
       accessRecord(request, {
         reporter: "source",
-        source_workload: options.source.workload,
-        source_version: options.source.version,
+        ...sourceFields(options.source),
         source_principal: options.source.principal,
-        connection_security_policy: options.transport === "plaintext" ? "none" : "mutual_tls",
         ...fields,
       }),
     );
@@ -152,7 +157,7 @@ export function createOutbound(options: OutboundOptions) {
     const base: Partial<AccessRecord> = {
       route_name: route.name ?? null,
       upstream_cluster: cluster.name,
-      destination_workload: host,
+      destination_service: `${host}.${config.namespace}.svc.cluster.local`,
     };
 
     // Fault injection runs before the router: an injected abort is the proxy's own answer
@@ -223,8 +228,7 @@ export function createOutbound(options: OutboundOptions) {
         ...base,
         attempts: attempt,
         upstream_host: `${endpoint.host}:${endpoint.port}`,
-        destination_version: endpoint.instance.version,
-        destination_principal: endpoint.instance.principal,
+        ...destinationFields(peerWorkloadOf(endpoint.instance)),
       };
 
       const overflow = () => {

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Counter, Histogram, Registry } from "prom-client";
+import type { PeerWorkload } from "./instances.js";
 
 /**
  * What mesh/local records of every request at the ingress and at each sidecar: one access-log
@@ -34,17 +35,32 @@ export interface AccessRecord {
   downstream_remote_address: string | null;
   requested_server_name: string | null;
   upstream_transport_failure_reason: string | null;
-  // mesh/local's additions (Istio puts these in metrics labels and in Kiali, not in the log).
+  // mesh/local's additions, named and valued as the labels of Istio's metrics (Istio puts
+  // them in istio_requests_total and Kiali, not in the log).
   /** "source" for a caller's outbound side and the ingress, "destination" for an inbound side. */
   reporter: "source" | "destination";
+  /** The caller: its Deployment (payment-v2), app and version labels, canonical service. */
   source_workload: string;
+  source_app: string;
   source_version: string;
+  source_canonical_service: string;
+  source_canonical_revision: string;
   source_principal: string | null;
+  /** The service called (payment.shop.svc.cluster.local), known before any endpoint is. */
+  destination_service: string | null;
+  /** The instance that answered, null when none did (a local reply before an endpoint). */
   destination_workload: string | null;
+  destination_app: string | null;
   destination_version: string | null;
+  destination_canonical_service: string | null;
+  destination_canonical_revision: string | null;
   destination_principal: string | null;
-  /** The connection's security: mutual_tls or none (Istio's connection_security_policy). */
-  connection_security_policy: "mutual_tls" | "none";
+  /**
+   * The connection's security as the reporter knows it (Istio's connection_security_policy):
+   * the destination says mutual_tls or none; a caller's side always says unknown, as Istio's
+   * client-side metrics do, so an mTLS padlock reads the destination's records.
+   */
+  connection_security_policy: "mutual_tls" | "none" | "unknown";
   grpc_status: string | null;
   attempts: number;
   trace_id: string | null;
@@ -52,6 +68,45 @@ export interface AccessRecord {
   span_id: string | null;
   parent_span_id: string | null;
 }
+
+type SourceFields = Pick<
+  AccessRecord,
+  | "source_workload"
+  | "source_app"
+  | "source_version"
+  | "source_canonical_service"
+  | "source_canonical_revision"
+>;
+
+/** A caller whose workload the proxy cannot tell (no peer metadata): Istio says "unknown". */
+export const unknownPeer: PeerWorkload = {
+  workload: "unknown",
+  app: "unknown",
+  version: "unknown",
+  canonicalService: "unknown",
+  canonicalRevision: "unknown",
+  namespace: "unknown",
+  principal: "",
+};
+
+/** The record's source fields for a calling workload. */
+export const sourceFields = (peer: PeerWorkload): SourceFields => ({
+  source_workload: peer.workload,
+  source_app: peer.app,
+  source_version: peer.version,
+  source_canonical_service: peer.canonicalService,
+  source_canonical_revision: peer.canonicalRevision,
+});
+
+/** The record's destination fields for the instance that answers. */
+export const destinationFields = (peer: PeerWorkload) => ({
+  destination_workload: peer.workload,
+  destination_app: peer.app,
+  destination_version: peer.version,
+  destination_canonical_service: peer.canonicalService,
+  destination_canonical_revision: peer.canonicalRevision,
+  destination_principal: peer.principal,
+});
 
 /** What every access record says of the downstream request, whoever records it. */
 export interface RequestFacts {
@@ -76,6 +131,10 @@ export interface RequestFacts {
   span?: HopSpan;
 }
 
+/** Envoy's %PROTOCOL%: HTTP/1.0, HTTP/1.1, HTTP/2 (Node says "2.0"). */
+const protocolOf = (httpVersion: string) =>
+  httpVersion.startsWith("2") ? "HTTP/2" : `HTTP/${httpVersion}`;
+
 const one = (value: string | string[] | undefined) =>
   (Array.isArray(value) ? value.join(",") : value) ?? null;
 const address = (host?: string, port?: number) => (host ? `${host}:${port}` : null);
@@ -83,8 +142,7 @@ const address = (host?: string, port?: number) => (host ? `${host}:${port}` : nu
 /** An access record for a request, the reporting proxy's fields given. */
 export function accessRecord(
   request: RequestFacts,
-  fields: Partial<AccessRecord> &
-    Pick<AccessRecord, "reporter" | "source_workload" | "source_version">,
+  fields: Partial<AccessRecord> & Pick<AccessRecord, "reporter"> & SourceFields,
 ): AccessRecord {
   const socket = request.req.socket;
   return {
@@ -92,7 +150,7 @@ export function accessRecord(
     route_name: null,
     method: request.method,
     path: request.path,
-    protocol: `HTTP/${request.req.httpVersion}`,
+    protocol: protocolOf(request.req.httpVersion),
     response_code: 0,
     response_flags: "-",
     response_code_details: "via_upstream",
@@ -113,10 +171,14 @@ export function accessRecord(
     requested_server_name: null,
     upstream_transport_failure_reason: null,
     source_principal: null,
+    destination_service: null,
     destination_workload: null,
+    destination_app: null,
     destination_version: null,
+    destination_canonical_service: null,
+    destination_canonical_revision: null,
     destination_principal: null,
-    connection_security_policy: "none",
+    connection_security_policy: "unknown",
     grpc_status: null,
     attempts: 0,
     trace_id: request.span?.traceId ?? traceIdOf(one(request.headers.traceparent) ?? undefined),
@@ -131,19 +193,33 @@ export interface Telemetry {
   registry: Registry;
 }
 
-const durationBuckets = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+/** Envoy's default histogram buckets (Istio keeps them unless a pod annotation says otherwise). */
+const durationBuckets = [
+  0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
+  600_000, 1_800_000, 3_600_000,
+];
+/** Istio's standard labels (istio/proxy's stats plugin). */
 const labelNames = [
   "reporter",
   "source_workload",
   "source_workload_namespace",
-  "source_version",
   "source_principal",
+  "source_app",
+  "source_version",
+  "source_canonical_service",
+  "source_canonical_revision",
+  "source_cluster",
   "destination_workload",
   "destination_workload_namespace",
+  "destination_principal",
+  "destination_app",
   "destination_version",
   "destination_service",
   "destination_service_name",
-  "destination_principal",
+  "destination_service_namespace",
+  "destination_canonical_service",
+  "destination_canonical_revision",
+  "destination_cluster",
   "request_protocol",
   "response_code",
   "response_flags",
@@ -190,6 +266,9 @@ export function traceHop(
   return request.span;
 }
 
+/** Istio's default cluster id (CLUSTER_ID), the `*_cluster` label of one-cluster meshes. */
+const cluster = "Kubernetes";
+
 export function createTelemetry(options: {
   namespace: string;
   onRecord(entry: AccessRecord): void;
@@ -211,24 +290,32 @@ export function createTelemetry(options: {
   return {
     registry,
     record(entry) {
-      const service = entry.destination_workload
-        ? `${entry.destination_workload}.${options.namespace}.svc.cluster.local`
-        : "unknown";
+      const unknown = (value: string | null) => value ?? "unknown";
+      const [serviceName, serviceNamespace] = entry.destination_service?.split(".") ?? [];
       const labels = {
         reporter: entry.reporter,
         source_workload: entry.source_workload,
         source_workload_namespace:
           entry.source_workload === "istio-ingressgateway" ? "istio-system" : options.namespace,
-        source_version: entry.source_version,
         source_principal: entry.source_principal ? `spiffe://${entry.source_principal}` : "unknown",
-        destination_workload: entry.destination_workload ?? "unknown",
-        destination_workload_namespace: options.namespace,
-        destination_version: entry.destination_version ?? "unknown",
-        destination_service: service,
-        destination_service_name: entry.destination_workload ?? "unknown",
+        source_app: entry.source_app,
+        source_version: entry.source_version,
+        source_canonical_service: entry.source_canonical_service,
+        source_canonical_revision: entry.source_canonical_revision,
+        source_cluster: cluster,
+        destination_workload: unknown(entry.destination_workload),
+        destination_workload_namespace: entry.destination_workload ? options.namespace : "unknown",
         destination_principal: entry.destination_principal
           ? `spiffe://${entry.destination_principal}`
           : "unknown",
+        destination_app: unknown(entry.destination_app),
+        destination_version: unknown(entry.destination_version),
+        destination_service: unknown(entry.destination_service),
+        destination_service_name: serviceName ?? "unknown",
+        destination_service_namespace: serviceNamespace ?? "unknown",
+        destination_canonical_service: unknown(entry.destination_canonical_service),
+        destination_canonical_revision: unknown(entry.destination_canonical_revision),
+        destination_cluster: entry.destination_workload ? cluster : "unknown",
         request_protocol: entry.grpc_status !== null ? "grpc" : "http",
         response_code: String(entry.response_code),
         response_flags: entry.response_flags,
