@@ -353,6 +353,43 @@ describe("circuit breaking", () => {
     await pushed((text) => text);
   });
 
+  it("the destination's inbound side applies the DestinationRule's top-level pool too: 503 UO from upstream, as Istio's inbound cluster", async () => {
+    // All traffic to v1, whose subset pool lets the caller send 100; payment-0's inbound side
+    // keeps the top level's http2MaxRequests: 1.
+    const event = await pushed((text) =>
+      text
+        .replace("          weight: 90\n", "          weight: 100\n")
+        .replace("          weight: 10\n", "          weight: 0\n")
+        .replace(
+          "        http2MaxRequests: 1\n  subsets:\n    - name: v1\n      labels:\n        version: v1\n",
+          "        http2MaxRequests: 1\n  subsets:\n    - name: v1\n      labels:\n        version: v1\n      trafficPolicy:\n        connectionPool:\n          http:\n            http2MaxRequests: 100\n",
+        ),
+    );
+    expect(event).toMatchObject({ ok: true });
+    apps.get("payment-0")!.behaviour = () => ({ delayMs: 300 });
+    const answers = await Promise.all(
+      Array.from({ length: 3 }, async () => {
+        const response = await call("order-0", "payment", "/test.Echo/Hello");
+        await response.text();
+        return [response.status, response.headers.get("x-envoy-overloaded")] as const;
+      }),
+    );
+    expect(answers.filter(([status]) => status === 200)).toHaveLength(1);
+    expect(
+      answers.filter(([status, overloaded]) => status === 503 && overloaded === "true"),
+    ).toHaveLength(2);
+    expect(apps.get("payment-0")!.calls).toHaveLength(1);
+    const inbound = records.filter(
+      (r) => r.reporter === "destination" && r.response_flags === "UO",
+    );
+    expect(inbound).toHaveLength(2);
+    expect(inbound[0]).toMatchObject({ destination_workload: "payment", response_code: 503 });
+    // The caller relays the upstream's answer: not its own overflow.
+    const caller = records.filter((r) => r.reporter === "source" && r.response_code === 503);
+    expect(caller.map((r) => r.response_flags)).toEqual(["-", "-"]);
+    await pushed((text) => text);
+  });
+
   it("with splitExternalLocalOriginErrors (as mesh/istio), ejects a hung instance but not one answering 503", async () => {
     const split = (text: string) =>
       text.replace(

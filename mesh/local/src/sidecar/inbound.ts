@@ -1,7 +1,14 @@
 import http2 from "node:http2";
 import { connect } from "node:net";
 import { forwardClientCert, type InboundPeer } from "../identity/index.js";
-import { authorize, createRequestAuthenticator, type MeshConfig } from "../mesh/index.js";
+import {
+  authorize,
+  ConnectionPool,
+  createRequestAuthenticator,
+  isOverflow,
+  type MeshConfig,
+  trafficPolicyFor,
+} from "../mesh/index.js";
 import {
   type DownstreamRequest,
   type DownstreamResponse,
@@ -14,6 +21,7 @@ import {
 } from "./downstream.js";
 import type { EndpointRegistry, Instance } from "./instances.js";
 import { ingressGateway, type PeerDirectory, peerWorkloadOf } from "./instances.js";
+import { localReply as localReplies } from "./outbound.js";
 import {
   type AccessRecord,
   accessRecord,
@@ -62,6 +70,20 @@ export function createInbound(options: InboundOptions) {
       authenticatorConfig = config;
     }
     return authenticator!;
+  };
+
+  // Istio gives the inbound cluster the connectionPool of the service's DestinationRule (its
+  // top level; "circuit breakers need to be set on the receiver end as well"): requests in
+  // progress to the app beyond http2MaxRequests are the inbound side's 503 UO. A changed
+  // policy starts a new pool, as a pushed cluster does; an unchanged one keeps its counts.
+  let appPool: { config: MeshConfig; json: string; pool: ConnectionPool } | undefined;
+  const appPoolFor = (config: MeshConfig) => {
+    if (appPool?.config === config) return appPool.pool;
+    const settings = trafficPolicyFor(config, instance.app).connectionPool;
+    const json = JSON.stringify(settings);
+    const pool = appPool?.json === json ? appPool.pool : new ConnectionPool(settings);
+    appPool = { config, json, pool };
+    return pool;
   };
 
   /** The caller's workload, for telemetry: known by its certificate, else unknown (plaintext). */
@@ -148,6 +170,14 @@ export function createInbound(options: InboundOptions) {
     if (xfcc === undefined) delete headers["x-forwarded-client-cert"];
     else headers["x-forwarded-client-cert"] = xfcc;
 
+    const lease = appPoolFor(config).acquire();
+    if (isOverflow(lease)) {
+      return record(request, peer, {
+        ...reply(req, res, 503, localReplies.overflow, { "x-envoy-overloaded": "true" }),
+        response_flags: "UO",
+        response_code_details: "overflow",
+      });
+    }
     const sentAt = performance.now();
     const downstream = downstreamGone(request);
     const result = await sendUpstream(app.get("app"), {
@@ -158,8 +188,10 @@ export function createInbound(options: InboundOptions) {
       body: request.body,
       signal: downstream,
     });
+    if (result.kind !== "response") lease.release();
     if (downstream.aborted) {
       if (result.kind === "response") result.stream.close(http2.constants.NGHTTP2_CANCEL);
+      lease.release();
       return record(request, peer, {
         response_code: 0,
         response_flags: "DC",
@@ -180,15 +212,16 @@ export function createInbound(options: InboundOptions) {
         upstream_transport_failure_reason: "reason" in result ? result.reason : null,
       });
     }
-    relayResponse(req, res, result, (bytes, grpcStatus, ending) =>
+    relayResponse(req, res, result, (bytes, grpcStatus, ending) => {
+      lease.release();
       record(request, peer, {
         response_code: result.status,
         response_flags: relayEndFlags[ending].join(",") || "-",
         bytes_sent: bytes,
         upstream_service_time: Math.round(performance.now() - sentAt),
         grpc_status: grpcStatus,
-      }),
-    );
+      });
+    });
   }
 
   return { handle, close: () => app.close() };
