@@ -33,6 +33,15 @@ export function forwardableHeaders(
 }
 
 /**
+ * The request's authority as the client sent it (`:authority` over HTTP/2, `Host` over HTTP/1),
+ * which forwardableHeaders drops: Istio's hosts and `request.headers[:authority]` match it.
+ */
+export function authorityOf(req: DownstreamRequest): string | undefined {
+  const value = req.headers[":authority"] ?? req.headers.host;
+  return typeof value === "string" ? value : undefined;
+}
+
+/**
  * Envoy's per-connection buffer limit in Istio is 1 MiB; a request body must fit in it to be
  * buffered for retries. Larger bodies are refused with 413 before they are read.
  */

@@ -1,4 +1,5 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -191,6 +192,40 @@ describe("identity and mTLS", () => {
       const port = mesh.sidecars.get("catalog-0")!.inboundPort;
       const response = await fetch(`http://127.0.0.1:${port}/test.Echo/Hello`, { method: "POST" });
       expect(response.status).toBe(403);
+    } finally {
+      await pushed((text) => text);
+    }
+  });
+
+  it("hosts match the authority the client sent: case-insensitive, its port not stripped", async () => {
+    const event = await pushed((text) =>
+      text
+        .replace("mode: STRICT", "mode: PERMISSIVE")
+        .replace(
+          "              - /test.Echo/*\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: payment",
+          "              - /test.Echo/*\n    - to: [{ operation: { hosts: [catalog.shop.svc.cluster.local:8080] } }]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: payment",
+        ),
+    );
+    expect(event.ok).toBe(true);
+    try {
+      const port = mesh.sidecars.get("catalog-0")!.inboundPort;
+      const status = (host: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = httpRequest(
+            { port, host: "127.0.0.1", method: "POST", path: "/x", headers: { host } },
+            (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            },
+          );
+          req.on("error", reject);
+          req.end();
+        });
+      expect(await status("Catalog.shop.svc.cluster.local:8080")).toBe(200);
+      expect(await status("catalog.shop.svc.cluster.local")).toBe(403);
+      expect(apps.get("catalog-0")!.calls[0]?.headers[":authority"]).toBe(
+        "Catalog.shop.svc.cluster.local:8080",
+      );
     } finally {
       await pushed((text) => text);
     }

@@ -15,6 +15,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { z } from "zod";
+import { pathTemplateProblem } from "./authz.js";
 import { parseIstioDuration } from "./duration.js";
 import { workloadOf } from "./match.js";
 
@@ -280,6 +281,13 @@ const peerAuthenticationSchema = z.strictObject({
 export type PeerAuthentication = z.infer<typeof peerAuthenticationSchema>;
 
 const values = z.array(z.string().min(1)).min(1);
+/** paths/notPaths: `{*}`/`{**}` templates as Istio validates them and Envoy parses them. */
+const pathValues = values.superRefine((paths, ctx) => {
+  for (const [index, path] of paths.entries()) {
+    const problem = pathTemplateProblem(path);
+    if (problem) ctx.addIssue({ code: "custom", message: problem, path: [index] });
+  }
+});
 
 /** The `when` keys mesh/local evaluates (authz.ts); IP- and SNI-based ones are refused. */
 const conditionKey = z
@@ -314,8 +322,8 @@ const authorizationRule = z.strictObject({
           notPorts: z.array(z.string().regex(/^\d+$/, "a port number")).min(1).optional(),
           methods: values.optional(),
           notMethods: values.optional(),
-          paths: values.optional(),
-          notPaths: values.optional(),
+          paths: pathValues.optional(),
+          notPaths: pathValues.optional(),
         }),
       }),
     )
@@ -336,20 +344,33 @@ const authorizationRule = z.strictObject({
 });
 export type AuthorizationRule = z.infer<typeof authorizationRule>;
 
-const authorizationPolicySchema = z.strictObject({
-  apiVersion: security,
-  kind: z.literal("AuthorizationPolicy"),
-  metadata,
-  spec: z.strictObject({
-    selector: selector.optional(),
-    action: z
-      .enum(["ALLOW", "DENY"], {
-        message: "only ALLOW and DENY are implemented by mesh/local (not CUSTOM, AUDIT)",
-      })
-      .optional(),
-    rules: z.array(authorizationRule).optional(),
-  }),
-});
+const authorizationPolicySchema = z
+  .strictObject({
+    apiVersion: security,
+    kind: z.literal("AuthorizationPolicy"),
+    metadata,
+    spec: z.strictObject({
+      selector: selector.optional(),
+      action: z
+        .enum(["ALLOW", "DENY"], {
+          message: "only ALLOW and DENY are implemented by mesh/local (not CUSTOM, AUDIT)",
+        })
+        .optional(),
+      rules: z.array(authorizationRule).optional(),
+    }),
+  })
+  .superRefine((policy, ctx) => {
+    // Istio reads the annotation with strconv.ParseBool; a dry-run policy is only logged (shadow
+    // rules), which mesh/local does not do: enforcing it would deny what a cluster allows.
+    const dryRun = policy.metadata.annotations?.["istio.io/dry-run"];
+    if (dryRun !== undefined && ["1", "t", "T", "TRUE", "true", "True"].includes(dryRun)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["metadata", "annotations", "istio.io/dry-run"],
+        message: "dry-run (shadow) policies are not implemented by mesh/local",
+      });
+    }
+  });
 export type AuthorizationPolicy = z.infer<typeof authorizationPolicySchema>;
 
 const jwtRule = z

@@ -1,5 +1,6 @@
 import http2 from "node:http2";
 import { connect } from "node:net";
+import { authorityOf } from "../forward.js";
 import { forwardClientCert, type InboundPeer } from "../identity/index.js";
 import {
   authorize,
@@ -136,6 +137,7 @@ export function createInbound(options: InboundOptions) {
     traceHop(request, config.tracing.samplingPercentage);
     const query = new URLSearchParams(request.target.slice(request.path.length));
     const header = (name: string) => headerOf(headers, name);
+    const authority = authorityOf(req);
 
     const authn = await authenticatorFor(config).authenticate({ header, query });
     if (!authn.ok) {
@@ -149,13 +151,13 @@ export function createInbound(options: InboundOptions) {
       { namespace: instance.namespace, labels: instance.labels },
       {
         ...(peer.principal ? { principal: peer.principal } : {}),
-        ...(authn.principal ? { requestPrincipal: authn.principal } : {}),
         ...(authn.claims ? { claims: authn.claims } : {}),
         method: request.method,
         path: request.path,
-        host: header(":authority") ?? header("host") ?? instance.app,
+        ...(authority === undefined ? {} : { host: authority }),
         port: 8080,
-        header,
+        // Envoy's HTTP/1 codec makes Host the :authority; both names read it.
+        header: (name) => (name === ":authority" || name === "host" ? authority : header(name)),
       },
     );
     if (!decision.allowed) {
@@ -183,7 +185,7 @@ export function createInbound(options: InboundOptions) {
     const result = await sendUpstream(app.get("app"), {
       method: request.method,
       path: request.target,
-      authority: header(":authority") ?? header("host") ?? `${instance.app}:8080`,
+      authority: authority ?? `${instance.app}:8080`,
       headers,
       body: request.body,
       signal: downstream,

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { type AuthzRequest, authorize, matchesValue } from "../../src/mesh/authz.js";
+import {
+  type AuthzRequest,
+  authorize,
+  matchesRequestPrincipal,
+  matchesValue,
+  pathTemplateProblem,
+  pathTemplateRegex,
+} from "../../src/mesh/authz.js";
 import { configFrom, headers, repoConfig } from "./support.js";
 
 const GATEWAY = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
@@ -26,19 +33,116 @@ describe("matchesValue", () => {
   });
 });
 
+describe("matchesRequestPrincipal (Istio's iss/sub split at the last /)", () => {
+  const claims = (iss?: unknown, sub?: unknown) => ({
+    ...(iss === undefined ? {} : { iss }),
+    ...(sub === undefined ? {} : { sub }),
+  });
+  const m = matchesRequestPrincipal;
+  it("* needs a non-empty iss and sub", () => {
+    expect(m("*", claims("https://a", "u"))).toBe(true);
+    expect(m("*", claims("https://a"))).toBe(false);
+    expect(m("*", claims("https://a", ""))).toBe(false);
+    expect(m("*", claims("https://a", 7))).toBe(false);
+    expect(m("*", undefined)).toBe(false);
+  });
+  it("iss/* is the exact issuer and any subject; iss/sub exact; a sub with / splits too", () => {
+    expect(m("https://a/*", claims("https://a", "u"))).toBe(true);
+    expect(m("https://a/*", claims("https://a/x", "u"))).toBe(false);
+    expect(m("https://a/*", claims("https://a"))).toBe(false);
+    expect(m("https://a/u", claims("https://a", "u"))).toBe(true);
+    expect(m("https://a/u", claims("https://a/", "u"))).toBe(false);
+    expect(m("https://a/x/y", claims("https://a", "x/y"))).toBe(false);
+    expect(m("https://a/x/y", claims("https://a/x", "y"))).toBe(true);
+    expect(m("https://a/u*", claims("https://a", "u-1"))).toBe(true);
+  });
+  it("*suffix and prefix* forms", () => {
+    expect(m("*/u", claims("https://a", "u"))).toBe(true);
+    expect(m("*a/u", claims("https://a", "u"))).toBe(true);
+    expect(m("*b/u", claims("https://a", "u"))).toBe(false);
+    expect(m("*-1", claims("https://a", "u-1"))).toBe(true);
+    expect(m("https*", claims("https://a", "u"))).toBe(true);
+    expect(m("https*", claims("https://a"))).toBe(false);
+  });
+});
+
+describe("path templates (Envoy's uri_template as Istio generates it)", () => {
+  const re = (template: string) => pathTemplateRegex(template);
+  it("{*} is exactly one non-empty segment", () => {
+    expect(re("/admin/{*}/delete").test("/admin/x/delete")).toBe(true);
+    expect(re("/admin/{*}/delete").test("/admin/x/y/delete")).toBe(false);
+    expect(re("/admin/{*}/delete").test("/admin//delete")).toBe(false);
+    expect(re("/admin/{*}").test("/admin/")).toBe(false);
+    expect(re("/admin/{*}").test("/admin/a=b")).toBe(false); // `=` is not a uri_template literal
+    expect(re("/a.b/{*}").test("/aXb/c")).toBe(false);
+  });
+  it("{**} is any run of segments, possibly empty", () => {
+    expect(re("/admin/{**}").test("/admin/")).toBe(true);
+    expect(re("/admin/{**}").test("/admin/a/b/c")).toBe(true);
+    expect(re("/admin/{**}").test("/admin")).toBe(false);
+    expect(re("/a/{**}/z").test("/a/b/c/z")).toBe(true);
+    expect(re("/a/{**}/z").test("/a//z")).toBe(true);
+    expect(re("/a/{**}/z").test("/a/z")).toBe(false);
+  });
+  it("refused at load as Istio's validation and Envoy's parser refuse them", () => {
+    expect(pathTemplateProblem("/a/{**}/{*}")).toMatch(/{\*\*} is not the last operator/);
+    expect(pathTemplateProblem("/a/{id}")).toMatch(/beyond a supported path template/);
+    expect(pathTemplateProblem("/a/{*}.txt")).toMatch(/beyond a supported path template/);
+    expect(pathTemplateProblem("/a/*/{*}")).toMatch(/invalid string literal/);
+    expect(pathTemplateProblem("/a=b/{*}")).toMatch(/uri_template refuses/);
+    expect(pathTemplateProblem("/a/{*}/{**}")).toBeUndefined();
+    expect(pathTemplateProblem("/a/*")).toBeUndefined();
+  });
+  it("a DENY with a template denies; notPaths with a template", () => {
+    const config = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-delete }
+spec:
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin/{*}/delete"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-not-internal }
+spec:
+  rules: [{ to: [{ operation: { notPaths: ["/internal/{**}"] } }] }]
+`);
+    const decide = (path: string) => authorize(config, workload("catalog"), request({ path }));
+    expect(decide("/admin/x/delete")).toMatchObject({ allowed: false, policy: "shop.deny-delete" });
+    expect(decide("/admin/x/y/delete").allowed).toBe(true);
+    expect(decide("/internal/a/b").allowed).toBe(false);
+    expect(decide("/internal").allowed).toBe(true);
+  });
+  it("a bad template and a dry-run policy stop the load, naming file and field", () => {
+    const policy = (extra: string, path: string) => `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: p${extra} }
+spec:
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["${path}"] } }] }]
+`;
+    expect(() => configFrom(policy("", "/a/{id}"))).toThrow(
+      /AuthorizationPolicy p: spec\.rules\.0\.to\.0\.operation\.paths\.0: invalid or unsupported path/,
+    );
+    expect(() => configFrom(policy(', annotations: { "istio.io/dry-run": "true" }', "/a"))).toThrow(
+      /metadata\.annotations\.istio\.io\/dry-run: dry-run \(shadow\) policies are not implemented/,
+    );
+    expect(() =>
+      configFrom(policy(', annotations: { "istio.io/dry-run": "false" }', "/a")),
+    ).not.toThrow();
+  });
+});
+
 describe("mesh/istio/authorization.yaml: who may call what", () => {
   const config = repoConfig();
   const decide = (app: string, over: Partial<AuthzRequest>) =>
     authorize(config, workload(app), request(over));
   const allowed = (app: string, over: Partial<AuthzRequest>) => decide(app, over).allowed;
-  const token = {
-    requestPrincipal: "https://auth.thinmesh.local/user-1",
-    claims: { roles: ["customer"] },
-  };
-  const admin = {
-    requestPrincipal: "https://auth.thinmesh.local/admin",
-    claims: { roles: ["customer", "admin"] },
-  };
+  const iss = "https://auth.thinmesh.local";
+  const token = { claims: { iss, sub: "user-1", roles: ["customer"] } };
+  const admin = { claims: { iss, sub: "admin", roles: ["customer", "admin"] } };
 
   it("lets the gateway reach auth's public RPCs and the JWKS, nothing else", () => {
     for (const method of ["Register", "Login", "Refresh"]) {
@@ -219,9 +323,13 @@ spec:
     const base = {
       method: "GET",
       path: "/items",
-      host: "Catalog.shop.svc.cluster.local:8080",
+      host: "Catalog.shop.svc.cluster.local",
       port: 8080,
     };
+    // Istio's HostMatcher: the authority as sent, no port stripping.
+    expect(
+      allowed({ ...base, principal: sa("order"), host: "catalog.shop.svc.cluster.local:8080" }),
+    ).toBe(false);
     expect(allowed({ ...base, principal: sa("order") })).toBe(true);
     expect(allowed({ ...base, principal: sa("payment") })).toBe(false);
     expect(allowed({ ...base, principal: "cluster.local/ns/other/sa/order" })).toBe(false);
@@ -232,20 +340,19 @@ spec:
   });
 
   it("requestPrincipals * (any token), claims: array elements and nested claims", () => {
-    const claims = { groups: ["dev", "ops-oncall"], org: { tier: "gold" } };
-    expect(allowed({ requestPrincipal: "https://auth/u1", claims })).toBe(true);
-    expect(allowed({ claims })).toBe(false);
-    expect(allowed({ requestPrincipal: "https://evil/u1", claims })).toBe(false);
-    expect(allowed({ requestPrincipal: "https://auth/u1", claims, method: "DELETE" })).toBe(false);
-    expect(
-      allowed({ requestPrincipal: "https://auth/u1", claims: { ...claims, groups: ["dev"] } }),
-    ).toBe(false);
-    expect(
-      allowed({
-        requestPrincipal: "https://auth/u1",
-        claims: { ...claims, org: { tier: "silver" } },
-      }),
-    ).toBe(false);
+    const claims = {
+      iss: "https://auth",
+      sub: "u1",
+      groups: ["dev", "ops-oncall"],
+      org: { tier: "gold" },
+    };
+    const { iss: _iss, sub: _sub, ...noToken } = claims;
+    expect(allowed({ claims })).toBe(true);
+    expect(allowed({ claims: noToken })).toBe(false);
+    expect(allowed({ claims: { ...claims, iss: "https://evil" } })).toBe(false);
+    expect(allowed({ claims, method: "DELETE" })).toBe(false);
+    expect(allowed({ claims: { ...claims, groups: ["dev"] } })).toBe(false);
+    expect(allowed({ claims: { ...claims, org: { tier: "silver" } } })).toBe(false);
   });
 
   it("when: header presence, source.namespace, audiences, presenter, destination.port", () => {
@@ -260,6 +367,22 @@ spec:
       false,
     );
     expect(allowed({ path: "/by-audience", claims, port: 9090 })).toBe(false);
+  });
+
+  it("request.auth.principal in when splits like requestPrincipals", () => {
+    const when = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: by-principal }
+spec:
+  rules:
+    - when: [{ key: request.auth.principal, values: ["https://auth/*"] }]
+`);
+    const ok = (claims: Record<string, unknown>) =>
+      authorize(when, catalog, request({ claims })).allowed;
+    expect(ok({ iss: "https://auth", sub: "u1" })).toBe(true);
+    expect(ok({ iss: "https://auth" })).toBe(false);
+    expect(ok({ iss: "https://auth/x", sub: "u1" })).toBe(false);
   });
 
   it("spec: {} (allow-nothing) allows nothing, and a selector limits a policy to its workloads", () => {
