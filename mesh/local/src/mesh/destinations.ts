@@ -90,7 +90,8 @@ export function trafficPolicyFor(config: MeshConfig, host: string, subset?: stri
         // Istio's default of 5 applies only with the split on.
         ...(outlier.splitExternalLocalOriginErrors && {
           splitExternalLocalOriginErrors: true,
-          consecutiveLocalOriginFailures: outlier.consecutiveLocalOriginFailures ?? 5,
+          // Istio passes the value only when > 0; otherwise Envoy's default, 5, applies.
+          consecutiveLocalOriginFailures: outlier.consecutiveLocalOriginFailures || 5,
         }),
         intervalMs: durationMs(outlier.interval ?? "10s"),
         baseEjectionTimeMs: durationMs(outlier.baseEjectionTime ?? "30s"),

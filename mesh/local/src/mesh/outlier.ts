@@ -7,9 +7,12 @@
  * Reaching a threshold ejects the endpoint at once for baseEjectionTime × its ejection count
  * (capped at 300 s); ejections end at the interval timer's ticks, and each tick the endpoint
  * spends healthy takes one from its ejection count. With splitExternalLocalOriginErrors the
- * local-origin failures count apart (consecutiveLocalOriginFailures; any answer resets it) and
- * only answers count as 5xx or gateway errors. maxEjectionPercent limits how many are
- * ejected, but one endpoint may always be ejected. Istio sets the panic threshold to 0, so with
+ * local-origin failures count apart (consecutiveLocalOriginFailures) and only answers count as
+ * 5xx or gateway errors; a local-origin success (a request placed on an established connection,
+ * Envoy's onPoolReady) resets that count, so in practice only failures to connect add up.
+ * maxEjectionPercent: an endpoint is ejected only while (ejected + 1) / endpoints stays within
+ * it (Envoy ≥ 1.28 with always_eject_one_host unset, as Istio leaves it), so with one endpoint
+ * and less than 100 % nothing is ever ejected. Istio sets the panic threshold to 0, so with
  * every endpoint ejected healthy() is [] and the caller answers 503 with flag UH.
  */
 import type { OutlierPolicy } from "./destinations.js";
@@ -33,9 +36,17 @@ export class OutlierDetector {
     this.#nextTick = now() + policy.intervalMs;
   }
 
-  record(endpointId: string, result: { status?: number; localOriginFailure?: boolean }): void {
+  record(
+    endpointId: string,
+    result: { status?: number; localOriginFailure?: boolean; localOriginSuccess?: boolean },
+  ): void {
     this.#tick();
     const monitor = this.#monitor(endpointId);
+    if (result.localOriginSuccess) {
+      // Envoy: LocalOriginConnectSuccess maps to no HTTP code without the split.
+      if (this.policy.splitExternalLocalOriginErrors) monitor.consecutiveLocalOrigin = 0;
+      return;
+    }
     const local = result.localOriginFailure === true;
     const status = result.status;
     const { consecutive5xxErrors, consecutiveGatewayErrors } = this.policy;
@@ -46,8 +57,8 @@ export class OutlierDetector {
         if (threshold > 0 && monitor.consecutiveLocalOrigin >= threshold) this.#eject(monitor);
         return;
       }
-      // An answer: the connection worked (a local-origin success).
-      monitor.consecutiveLocalOrigin = 0;
+      // An answer leaves the local-origin count alone (Envoy's putHttpResponseCode): the
+      // success was recorded when the request got its connection.
     }
     const counted = local && !this.policy.splitExternalLocalOriginErrors;
     const is5xx = counted || (status !== undefined && status >= 500 && status <= 599);
@@ -106,7 +117,7 @@ export class OutlierDetector {
     if (monitor.ejectedAt !== undefined) return;
     const ejected = [...this.#monitors.values()].filter((m) => m.ejectedAt !== undefined).length;
     const percentAfter = (100 * (ejected + 1)) / this.#monitors.size;
-    if (percentAfter > this.policy.maxEjectionPercent && ejected > 0) return;
+    if (percentAfter > this.policy.maxEjectionPercent) return;
     monitor.ejectedAt = this.now();
     const cap = Math.max(this.policy.maxEjectionTimeMs, this.policy.baseEjectionTimeMs);
     // Envoy raises the multiplier only while base × multiplier is under the cap.

@@ -84,6 +84,22 @@ spec:
     });
   });
 
+  it("reads consecutiveLocalOriginFailures: 0 as Envoy's default 5 (Istio passes only > 0)", () => {
+    const zero = configFrom(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: payment, namespace: shop }
+spec:
+  host: payment
+  trafficPolicy:
+    outlierDetection: { splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 0 }
+`);
+    expect(trafficPolicyFor(zero, "payment").outlierDetection).toMatchObject({
+      splitExternalLocalOriginErrors: true,
+      consecutiveLocalOriginFailures: 5,
+    });
+  });
+
   it("lets a subset's sections replace the top-level ones, each as a whole", () => {
     const v2 = trafficPolicyFor(rule, "payment", "v2");
     expect(v2.loadBalancer).toBe("RANDOM");

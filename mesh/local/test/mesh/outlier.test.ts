@@ -34,9 +34,9 @@ describe("OutlierDetector", () => {
   });
 
   it("forgets an endpoint that left the cluster: back (a restarted pod), it starts healthy", () => {
-    const { d } = detector({}, ["a#1"]);
+    const { d } = detector({ maxEjectionPercent: 100 }, ["a#1"]);
     fail(d, "a#1", 5);
-    // The only endpoint: one may always be ejected, and the panic threshold is 0.
+    // The only endpoint, with maxEjectionPercent 100; the panic threshold is 0.
     expect(d.healthy(["a#1"])).toEqual([]);
     // Unready, it left the endpoints; ready again, it is a new host.
     expect(d.healthy([])).toEqual([]);
@@ -55,11 +55,35 @@ describe("OutlierDetector", () => {
     expect(d.isEjected("a")).toBe(false);
     d.record("a", { localOriginFailure: true });
     d.record("a", { localOriginFailure: true });
-    d.record("a", { status: 503 }); // an answer: the connection worked
+    d.record("a", { localOriginSuccess: true }); // a request got a connection
     d.record("a", { localOriginFailure: true });
     d.record("a", { localOriginFailure: true });
     expect(d.isEjected("a")).toBe(false);
+    // An answer is no local-origin success of its own (Envoy's putHttpResponseCode).
+    d.record("a", { status: 200 });
     d.record("a", { localOriginFailure: true });
+    expect(d.isEjected("a")).toBe(true);
+  });
+
+  it("with splitExternalLocalOriginErrors, resets or timeouts after the connection was up never add up", () => {
+    const { d } = detector({
+      consecutive5xxErrors: 0,
+      splitExternalLocalOriginErrors: true,
+      consecutiveLocalOriginFailures: 2,
+    });
+    // Each request: onPoolReady (success), then the reset or per-try timeout (failure).
+    for (let i = 0; i < 10; i++) {
+      d.record("a", { localOriginSuccess: true });
+      d.record("a", { localOriginFailure: true });
+    }
+    expect(d.isEjected("a")).toBe(false);
+  });
+
+  it("without the split, a local-origin success counts for nothing", () => {
+    const { d } = detector();
+    fail(d, "a", 4);
+    d.record("a", { localOriginSuccess: true });
+    fail(d, "a", 1);
     expect(d.isEjected("a")).toBe(true);
   });
 
@@ -123,12 +147,19 @@ describe("OutlierDetector", () => {
     expect(d.ejections("a")).toBe(0);
   });
 
-  it("keeps to maxEjectionPercent but always ejects one endpoint", () => {
+  it("ejects only while (ejected + 1) / endpoints stays within maxEjectionPercent, the first one too", () => {
+    // Envoy ≥ 1.28 without always_eject_one_host (Istio never sets it).
     const { d } = detector({ maxEjectionPercent: 10 }, ["a", "b", "c"]);
     fail(d, "a", 5);
-    expect(d.isEjected("a")).toBe(true); // 33 % > 10 %, but the first ejection is allowed
-    fail(d, "b", 5);
-    expect(d.isEjected("b")).toBe(false);
+    expect(d.isEjected("a")).toBe(false); // 33 % > 10 %
+    const single = detector({ maxEjectionPercent: 50 }, ["a"]);
+    fail(single.d, "a", 5);
+    expect(single.d.isEjected("a")).toBe(false); // mesh/istio's 50 % with one replica: never
+    const two = detector({ maxEjectionPercent: 50 }, ["a", "b"]);
+    fail(two.d, "a", 5);
+    expect(two.d.isEjected("a")).toBe(true); // 1 of 2 is 50 %
+    fail(two.d, "b", 5);
+    expect(two.d.isEjected("b")).toBe(false);
     const half = detector({ maxEjectionPercent: 50 }, ["a", "b", "c", "d"]);
     fail(half.d, "a", 5);
     fail(half.d, "b", 5);
