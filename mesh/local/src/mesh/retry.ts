@@ -5,7 +5,9 @@
  * connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes — no status codes,
  * so a 503 answer is not retried); `attempts` without `retryOn` keeps that default retryOn; bare
  * numbers in retryOn become retriable status codes. Envoy never retries an answer that carries
- * x-envoy-overloaded or x-envoy-ratelimited. gRPC tokens read grpc-status from response HEADERS
+ * x-envoy-ratelimited (only envoy-ratelimited would); an answer with x-envoy-overloaded is
+ * retried like any other (envoyproxy/envoy#10847) — only this proxy's own pool overflow never is.
+ * gRPC tokens read grpc-status from response HEADERS
  * only (a trailers-only gRPC error); Connect errors are plain HTTP statuses.
  *
  * Not implemented (refused at load): retriable-headers, reset-before-request, envoy-ratelimited,
@@ -27,7 +29,10 @@ export interface RetryPolicy {
 
 export type Outcome =
   | { kind: "response"; status: number; header(name: string): string | undefined }
-  | { kind: "connect-failure" | "reset" | "refused-stream" | "per-try-timeout" };
+  | {
+      /** reset: the connection ended; remote-reset: the upstream reset the stream. */
+      kind: "connect-failure" | "reset" | "remote-reset" | "refused-stream" | "per-try-timeout";
+    };
 
 export const DEFAULT_RETRY_ON =
   "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
@@ -78,13 +83,13 @@ export function shouldRetry(policy: RetryPolicy, outcome: Outcome): boolean {
   const on = (token: string) => policy.retryOn.has(token);
   if (outcome.kind !== "response") {
     // Envoy: 5xx, gateway-error and reset retry every reset, connect failure and per-try
-    // timeout (no response at all); connect-failure and refused-stream only their own.
+    // timeout (no response at all); connect-failure and refused-stream only their own (a
+    // stream reset with another code than REFUSED_STREAM is neither).
     if (on("5xx") || on("gateway-error") || on("reset")) return true;
     if (outcome.kind === "connect-failure") return on("connect-failure");
     if (outcome.kind === "refused-stream") return on("refused-stream");
     return false;
   }
-  if (outcome.header("x-envoy-overloaded") !== undefined) return false;
   if (outcome.header("x-envoy-ratelimited") !== undefined) return false;
   const { status } = outcome;
   if (on("5xx") && status >= 500 && status <= 599) return true;
@@ -101,14 +106,15 @@ export function shouldRetry(policy: RetryPolicy, outcome: Outcome): boolean {
 }
 
 /**
- * Envoy's jittered exponential backoff before retry N (1 for the first retry): a random time in
- * [0, (2^N − 1) × base), never more than 10 × base (Envoy's default max interval).
+ * Envoy's JitteredExponentialBackOffStrategy before retry N (1 for the first retry): a random
+ * time in [0, 2^(N−1) × base), the interval capped at 10 × base (Envoy's default max interval).
+ * Envoy's router docs print (2^N − 1) × base; its code doubles from base.
  */
 export function backoffMs(
   retryNumber: number,
   random: () => number = Math.random,
   baseMs = DEFAULT_BACKOFF_MS,
 ): number {
-  const upper = Math.min((2 ** retryNumber - 1) * baseMs, 10 * baseMs);
+  const upper = Math.min(2 ** (retryNumber - 1) * baseMs, 10 * baseMs);
   return Math.floor(random() * upper);
 }

@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { RETRY_ON_TOKENS } from "../../src/mesh/config.js";
-import { backoffMs, type Outcome, retryPolicy, shouldRetry } from "../../src/mesh/retry.js";
+import {
+  backoffMs,
+  DEFAULT_RETRY_ON,
+  type Outcome,
+  retryPolicy,
+  shouldRetry,
+} from "../../src/mesh/retry.js";
 import { headers, repoConfig } from "./support.js";
 
 const answer = (status: number, values: Record<string, string> = {}): Outcome => ({
@@ -79,7 +85,13 @@ describe("shouldRetry: every retryOn token", () => {
     expect(shouldRetry(p, answer(500))).toBe(true);
     expect(shouldRetry(p, answer(599))).toBe(true);
     expect(shouldRetry(p, answer(429))).toBe(false);
-    for (const kind of ["reset", "connect-failure", "refused-stream", "per-try-timeout"] as const) {
+    for (const kind of [
+      "reset",
+      "remote-reset",
+      "connect-failure",
+      "refused-stream",
+      "per-try-timeout",
+    ] as const) {
       expect(shouldRetry(p, { kind })).toBe(true);
     }
   });
@@ -111,6 +123,10 @@ describe("shouldRetry: every retryOn token", () => {
     const refused = policy("refused-stream");
     expect(shouldRetry(refused, { kind: "refused-stream" })).toBe(true);
     expect(shouldRetry(refused, { kind: "connect-failure" })).toBe(false);
+    // A RST_STREAM with another code (INTERNAL_ERROR, CANCEL…) is a plain remote reset.
+    expect(shouldRetry(refused, { kind: "remote-reset" })).toBe(false);
+    expect(shouldRetry(policy(DEFAULT_RETRY_ON), { kind: "remote-reset" })).toBe(false);
+    expect(shouldRetry(policy("reset"), { kind: "remote-reset" })).toBe(true);
   });
 
   it("retriable-4xx: 409 only", () => {
@@ -136,9 +152,10 @@ describe("shouldRetry: every retryOn token", () => {
     }
   });
 
-  it("never retries overload or rate-limit answers", () => {
+  it("never retries rate-limit answers, but retries an upstream's overload answer", () => {
     const p = policy("5xx,gateway-error,retriable-4xx,503,429");
-    expect(shouldRetry(p, answer(503, { "x-envoy-overloaded": "true" }))).toBe(false);
+    // envoyproxy/envoy#10847: only x-envoy-ratelimited is special in wouldRetryFromHeaders.
+    expect(shouldRetry(p, answer(503, { "x-envoy-overloaded": "true" }))).toBe(true);
     expect(shouldRetry(p, answer(429, { "x-envoy-ratelimited": "true" }))).toBe(false);
     expect(shouldRetry(p, answer(503))).toBe(true);
   });
@@ -148,7 +165,7 @@ describe("shouldRetry: every retryOn token", () => {
     const witness: Record<(typeof RETRY_ON_TOKENS)[number], [string, Outcome]> = {
       "5xx": ["5xx", answer(500)],
       "gateway-error": ["gateway-error", answer(504)],
-      reset: ["reset", { kind: "per-try-timeout" }],
+      reset: ["reset", { kind: "remote-reset" }],
       "connect-failure": ["connect-failure", { kind: "connect-failure" }],
       "refused-stream": ["refused-stream", { kind: "refused-stream" }],
       "retriable-4xx": ["retriable-4xx", answer(409)],
@@ -173,12 +190,13 @@ describe("shouldRetry: every retryOn token", () => {
 });
 
 describe("backoffMs", () => {
-  it("draws from [0, (2^N − 1) × 25 ms), capped at 250 ms", () => {
+  it("draws as Envoy's JitteredExponentialBackOffStrategy: [0,25), [0,50), [0,100), [0,200), then [0,250) ms", () => {
     expect(backoffMs(1, () => 0)).toBe(0);
     expect(backoffMs(1, () => 0.999)).toBe(24);
-    expect(backoffMs(2, () => 0.999)).toBe(74);
-    expect(backoffMs(3, () => 0.999)).toBe(174);
-    expect(backoffMs(4, () => 0.999)).toBe(249);
+    expect(backoffMs(2, () => 0.999)).toBe(49);
+    expect(backoffMs(3, () => 0.999)).toBe(99);
+    expect(backoffMs(4, () => 0.999)).toBe(199);
+    expect(backoffMs(5, () => 0.999)).toBe(249);
     expect(backoffMs(10, () => 0.5)).toBe(125);
     expect(backoffMs(1, () => 0.999, 100)).toBe(99);
   });
