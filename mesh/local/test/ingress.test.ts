@@ -140,10 +140,16 @@ describe("the local ingress gateway", () => {
   it("retries a refused connection twice, then answers 503", async () => {
     const response = await fetch(`${ingressUrl}/down/x`, { method: "POST", body: "{}" });
     expect(response.status).toBe(503);
-    expect(await response.text()).toMatch(/upstream connect error/);
+    // Envoy's words after retries, and its flags in the order set (URX at the retry decision).
+    expect(await response.text()).toBe(
+      "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused",
+    );
     expect(hops.at(-1)).toMatchObject({
       response_code: 503,
-      response_flags: "UF,URX",
+      response_flags: "URX,UF",
+      response_code_details:
+        "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+      upstream_transport_failure_reason: "delayed connect error: Connection refused",
       attempts: 3,
       destination_workload: "order",
     });

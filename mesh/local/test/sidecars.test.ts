@@ -425,7 +425,7 @@ describe("circuit breaking", () => {
     await pushed((text) => text);
   });
 
-  it("with splitExternalLocalOriginErrors (as mesh/istio), ejects a hung instance but not one answering 503", async () => {
+  it("with splitExternalLocalOriginErrors (as mesh/istio), ejects neither an instance answering 503 nor a hung one (its connection is up)", async () => {
     const split = (text: string) =>
       text.replace(
         "consecutive5xxErrors: 3",
@@ -441,14 +441,16 @@ describe("circuit breaking", () => {
     for (let i = 0; i < 4; i++) await call("order-0", "catalog", "/test.Echo/Hello");
     expect(apps.get("catalog-0")!.calls.length).toBeGreaterThan(0);
 
-    // catalog-0 hangs: its per-try timeouts (local-origin failures) eject it.
+    // catalog-0 hangs: each request is placed on its live connection first (Envoy's onPoolReady,
+    // a local-origin success), so its per-try timeouts never add up to 2 in a row. Only
+    // failures to connect do (mesh/local/test/mesh/outlier.test.ts).
     apps.get("catalog-0")!.behaviour = () => ({ delayMs: 1_000 });
     for (let i = 0; i < 6; i++) {
       expect((await call("order-0", "catalog", "/test.Echo/Hello")).status).toBe(200);
     }
     apps.get("catalog-0")!.calls.length = 0;
-    for (let i = 0; i < 4; i++) await call("order-0", "catalog", "/test.Echo/Hello");
-    expect(apps.get("catalog-0")!.calls).toHaveLength(0);
+    for (let i = 0; i < 8; i++) await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(apps.get("catalog-0")!.calls.length).toBeGreaterThan(0);
     await pushed((text) => text);
   });
 

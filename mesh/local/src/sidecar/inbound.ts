@@ -32,7 +32,13 @@ import {
   traceHop,
   unknownPeer,
 } from "./telemetry.js";
-import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
+import {
+  relayEndFlags,
+  relayResponse,
+  SessionPool,
+  sendUpstream,
+  upstreamResetReply,
+} from "./upstream.js";
 
 export interface InboundOptions {
   instance: Instance;
@@ -177,7 +183,7 @@ export function createInbound(options: InboundOptions) {
       return record(request, peer, {
         ...reply(req, res, 503, localReplies.overflow, { "x-envoy-overloaded": "true" }),
         response_flags: "UO",
-        response_code_details: "overflow",
+        response_code_details: upstreamResetReply("overflow", false).details,
       });
     }
     const sentAt = performance.now();
@@ -201,17 +207,18 @@ export function createInbound(options: InboundOptions) {
       });
     }
     if (result.kind !== "response") {
-      app.drop("app");
+      // Only the app's connection ending takes it down; a stream reset leaves it to the others.
+      if (result.kind === "connect-failure" || result.kind === "reset") app.drop("app");
+      const answer =
+        result.kind === "timeout"
+          ? upstreamResetReply("connection termination", false)
+          : upstreamResetReply(result.resetReason, false, result.transportFailure);
       return record(request, peer, {
-        ...reply(
-          req,
-          res,
-          503,
-          "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-        ),
-        response_flags: result.kind === "connect-failure" ? "UF" : "UC",
-        response_code_details: "upstream_reset_before_response_started{connection_failure}",
-        upstream_transport_failure_reason: "reason" in result ? result.reason : null,
+        ...reply(req, res, 503, answer.body),
+        response_flags: answer.flag,
+        response_code_details: answer.details,
+        upstream_transport_failure_reason:
+          "transportFailure" in result ? (result.transportFailure ?? null) : null,
       });
     }
     relayResponse(req, res, result, (bytes, grpcStatus, ending) => {

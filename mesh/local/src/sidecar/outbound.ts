@@ -31,7 +31,13 @@ import {
   sourceFields,
   type Telemetry,
 } from "./telemetry.js";
-import { relayEndFlags, relayResponse, SessionPool, sendUpstream } from "./upstream.js";
+import {
+  relayEndFlags,
+  relayResponse,
+  SessionPool,
+  sendUpstream,
+  upstreamResetReply,
+} from "./upstream.js";
 
 /** Who is calling: a workload instance's outbound side, or the ingress gateway. */
 export type Source = PeerWorkload;
@@ -50,14 +56,11 @@ export interface OutboundOptions {
   random?: () => number;
 }
 
-// Envoy's local replies, word for word: callers and tests match on them.
+// Envoy's local replies, word for word: callers and tests match on them. A request that got no
+// response headers is answered by upstreamResetReply (its reason, and whether it was retried).
 export const localReply = {
   noHealthyUpstream: "no healthy upstream",
-  connectFailure:
-    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-  reset:
-    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-  overflow: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+  overflow: upstreamResetReply("overflow", false).body,
   timeout: "upstream request timeout",
   faultAbort: "fault filter abort",
 } as const;
@@ -166,26 +169,11 @@ export function createOutbound(options: OutboundOptions) {
     // listeners keep Envoy's SANITIZE).
     delete request.headers["x-forwarded-client-cert"];
 
-    const fault = chooseFault(route.fault, random);
-    const faultFlags: string[] = [];
-    if (fault.delayMs) {
-      await sleep(fault.delayMs);
-      faultFlags.push("DI");
-    }
-    if (fault.abort) {
-      return reply(request, fault.abort.status, localReply.faultAbort, {
-        ...base,
-        response_flags: [...faultFlags, "FI"].join(","),
-        response_code_details: "fault_filter_abort",
-      });
-    }
-
-    const labels = subset ? subsetLabels(config, host, subset) : {};
-    const deadline = route.timeoutMs ? AbortSignal.timeout(route.timeoutMs) : undefined;
     // A client that goes away before its answer cancels the upstream call (Envoy resets the
-    // upstream stream and logs DC), so an abandoned request holds no connection or slot.
+    // upstream stream and logs DC), so an abandoned request holds no connection or slot; one
+    // gone during a fault delay never reaches the router (the fault filter's timer is destroyed).
     const downstream = downstreamGone(request);
-    const cancel = deadline ? AbortSignal.any([deadline, downstream]) : downstream;
+    const flags: string[] = [];
     const disconnected = (fields: Partial<AccessRecord>) =>
       record(request, {
         ...fields,
@@ -193,9 +181,27 @@ export function createOutbound(options: OutboundOptions) {
         response_flags: [...flags, "DC"].join(","),
         response_code_details: "downstream_remote_disconnect",
       });
+
+    const fault = chooseFault(route.fault, random);
+    if (fault.delayMs) {
+      flags.push("DI");
+      await sleep(fault.delayMs, undefined, { signal: downstream }).catch(() => {});
+      if (downstream.aborted) return disconnected(base);
+    }
+    if (fault.abort) {
+      return reply(request, fault.abort.status, localReply.faultAbort, {
+        ...base,
+        response_flags: [...flags, "FI"].join(","),
+        response_code_details: "fault_filter_abort",
+      });
+    }
+
+    const labels = subset ? subsetLabels(config, host, subset) : {};
+    const deadline = route.timeoutMs ? AbortSignal.timeout(route.timeoutMs) : undefined;
+    const cancel = deadline ? AbortSignal.any([deadline, downstream]) : downstream;
     const tried = new Set<string>();
-    const flags = [...faultFlags];
     const retry = route.retry;
+    const grpc = String(request.headers["content-type"] ?? "").startsWith("application/grpc");
     // Whether the attempt under way is a retry holding one of the pool's maxRetries.
     let retrying = false;
 
@@ -233,14 +239,17 @@ export function createOutbound(options: OutboundOptions) {
 
       const overflow = () => {
         if (retrying) cluster.pool.retryFinished();
+        // Envoy answers a pool overflow through onUpstreamReset too ("retried and the latest"
+        // after a retry).
+        const answer = upstreamResetReply("overflow", attempt > 1);
         return reply(
           request,
           503,
-          localReply.overflow,
+          answer.body,
           {
             ...target,
             response_flags: [...flags, "UO"].join(","),
-            response_code_details: "overflow",
+            response_code_details: answer.details,
           },
           { "x-envoy-overloaded": "true" },
         );
@@ -280,6 +289,10 @@ export function createOutbound(options: OutboundOptions) {
         body: request.body,
         ...(retry.perTryTimeoutMs ? { timeoutMs: retry.perTryTimeoutMs } : {}),
         signal: cancel,
+        // The stream is on a live connection: Envoy's LocalOriginConnectSuccess, so with split
+        // local-origin errors only failures to connect add up.
+        onPoolReady: () =>
+          cluster.outliers?.record(hostIdOf(endpoint), { localOriginSuccess: true }),
       });
       const routeTimedOut = deadline?.aborted ?? false;
 
@@ -290,10 +303,15 @@ export function createOutbound(options: OutboundOptions) {
       }
 
       if (result.kind === "response") {
-        cluster.outliers?.record(hostIdOf(endpoint), { status: result.status });
+        cluster.outliers?.record(hostIdOf(endpoint), {
+          status: outlierStatus(grpc, result.status, result.headers["grpc-status"]),
+        });
       } else {
         cluster.outliers?.record(hostIdOf(endpoint), { localOriginFailure: true });
-        if (result.kind !== "timeout") sessions.drop(sessionKey(endpoint));
+        // A stream reset leaves the session to the other streams; a session that ended or never
+        // came up is gone.
+        if (result.kind === "connect-failure" || result.kind === "reset")
+          sessions.drop(sessionKey(endpoint));
       }
 
       if (routeTimedOut) {
@@ -317,12 +335,23 @@ export function createOutbound(options: OutboundOptions) {
               },
             }
           : { kind: result.kind === "timeout" ? ("per-try-timeout" as const) : result.kind };
-      const retriesLeft = attempt - 1 < retry.attempts;
-      if (retriesLeft && shouldRetry(retry, outcome) && cluster.pool.tryRetry()) {
+      // Envoy's RetryState::shouldRetry: an outcome it would retry is retried unless the
+      // retries are used up (URX) or the cluster's maxRetries are all in use (UO); the flag
+      // goes before the one of the final answer.
+      let retryNow = false;
+      if (shouldRetry(retry, outcome)) {
+        if (attempt - 1 >= retry.attempts) flags.push("URX");
+        else if (!cluster.pool.tryRetry()) flags.push("UO");
+        else retryNow = true;
+      }
+      if (retryNow) {
         release();
         retrying = true;
         if (result.kind === "response") result.stream.close();
-        await sleep(backoffMs(attempt, random, retry.backoffBaseMs));
+        // The route timeout or the client leaving ends the backoff at once.
+        await sleep(backoffMs(attempt, random, retry.backoffBaseMs), undefined, {
+          signal: cancel,
+        }).catch(() => {});
         if (downstream.aborted) {
           cluster.pool.retryFinished();
           return disconnected(target);
@@ -337,10 +366,7 @@ export function createOutbound(options: OutboundOptions) {
         }
         continue;
       }
-      // Out of retries on an outcome that would have been retried: Envoy's URX.
-      const exhausted = attempt > 1 && shouldRetry(retry, outcome);
       if (result.kind === "response") {
-        if (exhausted) flags.push("URX");
         relayResponse(request.req, request.res, result, (bytes, grpcStatus, ending) => {
           release();
           // After the headers went out, a reset upstream is UC and a client gone is DC; the
@@ -364,24 +390,13 @@ export function createOutbound(options: OutboundOptions) {
           response_code_details: "upstream_per_try_timeout",
         });
       }
-      return reply(
-        request,
-        503,
-        result.kind === "connect-failure" ? localReply.connectFailure : localReply.reset,
-        {
-          ...target,
-          response_flags: [
-            ...flags,
-            result.kind === "connect-failure" ? "UF" : "UC",
-            ...(exhausted ? ["URX"] : []),
-          ].join(","),
-          response_code_details:
-            result.kind === "connect-failure"
-              ? "upstream_reset_before_response_started{connection_failure}"
-              : "upstream_reset_before_response_started{connection_termination}",
-          upstream_transport_failure_reason: result.reason,
-        },
-      );
+      const answer = upstreamResetReply(result.resetReason, attempt > 1, result.transportFailure);
+      return reply(request, 503, answer.body, {
+        ...target,
+        response_flags: [...flags, answer.flag].join(","),
+        response_code_details: answer.details,
+        upstream_transport_failure_reason: result.transportFailure ?? null,
+      });
     }
   }
 
@@ -394,3 +409,22 @@ export function createOutbound(options: OutboundOptions) {
 }
 
 export type Outbound = ReturnType<typeof createOutbound>;
+
+// Envoy's Grpc::Utility::grpcToHttpStatus.
+const GRPC_TO_HTTP = [
+  200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401,
+];
+
+/**
+ * The status outlier detection counts for an answer: for a gRPC request, a grpc-status in the
+ * response headers (trailers-only) as its HTTP equivalent, unless the status is a 5xx already
+ * (Router::onUpstreamHeaders).
+ */
+export function outlierStatus(
+  grpc: boolean,
+  status: number,
+  grpcStatus: string | string[] | undefined,
+): number {
+  if (!grpc || typeof grpcStatus !== "string" || (status >= 500 && status <= 599)) return status;
+  return GRPC_TO_HTTP[Number(grpcStatus)] ?? 500;
+}

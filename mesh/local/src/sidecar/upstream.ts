@@ -18,8 +18,91 @@ export type UpstreamResult =
       /** The headers ended the stream: a trailers-only answer (a gRPC status, no body). */
       endStream: boolean;
     }
-  | { kind: "connect-failure" | "reset" | "refused-stream"; reason: string }
+  | {
+      /**
+       * connect-failure: the connection never came up; reset: the session (connection) ended
+       * under the stream, Envoy's connection termination; remote-reset: the upstream reset this
+       * one stream (RST_STREAM), refused-stream: with REFUSED_STREAM (or GOAWAY'd).
+       */
+      kind: "connect-failure" | "reset" | "remote-reset" | "refused-stream";
+      /** Node's error text (for debugging). */
+      reason: string;
+      /** Envoy's reset reason (Http::Utility::resetReasonToString), for the local reply. */
+      resetReason: ResetReason;
+      /** Envoy's transport failure reason, when it has one (a refused connect). */
+      transportFailure?: string;
+    }
   | { kind: "timeout" };
+
+export type ResetReason =
+  | "remote connection failure"
+  | "connection timeout"
+  | "connection termination"
+  | "remote reset"
+  | "remote refused stream reset"
+  | "overflow";
+
+/** The error raised by SessionPool when tcp.connectTimeout passes before the connection is up. */
+export const CONNECT_TIMEOUT = "connect timeout";
+
+// strerror(3) texts Envoy's ConnectionImpl puts after "delayed connect error: ".
+const CONNECT_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "Connection refused",
+  ECONNRESET: "Connection reset by peer",
+  EHOSTUNREACH: "No route to host",
+  ENETUNREACH: "Network is unreachable",
+  ETIMEDOUT: "Connection timed out",
+};
+
+function connectFailure(raised: Error): UpstreamResult {
+  // A stream pending on a session that failed to connect is cancelled with the session's error
+  // as its cause.
+  const error = raised.cause instanceof Error ? raised.cause : raised;
+  if (error.message === CONNECT_TIMEOUT) {
+    return { kind: "connect-failure", reason: error.message, resetReason: "connection timeout" };
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  const text = code ? CONNECT_ERRORS[code] : undefined;
+  return {
+    kind: "connect-failure",
+    reason: error.message,
+    resetReason: "remote connection failure",
+    ...(text && { transportFailure: `delayed connect error: ${text}` }),
+  };
+}
+
+/**
+ * Envoy's local reply for a request that got no response headers (Router::onUpstreamReset):
+ * body, response_code_details and the response flag of the reset reason.
+ */
+export function upstreamResetReply(
+  resetReason: ResetReason,
+  retried: boolean,
+  transportFailure?: string,
+) {
+  const tfr = transportFailure ?? "";
+  return {
+    body:
+      "upstream connect error or disconnect/reset before headers. " +
+      (retried ? "retried and the latest " : "") +
+      `reset reason: ${resetReason}` +
+      (tfr ? `, transport failure reason: ${tfr}` : ""),
+    details:
+      `upstream_reset_before_response_started{${resetReason}${tfr ? `|${tfr}` : ""}}`.replace(
+        /\s/g,
+        "_",
+      ),
+    // Router::streamResetReasonToResponseFlag.
+    flag:
+      resetReason === "overflow"
+        ? "UO"
+        : resetReason === "connection termination"
+          ? "UC"
+          : resetReason === "remote reset" || resetReason === "remote refused stream reset"
+            ? "UR"
+            : "UF",
+  };
+}
 
 export interface UpstreamRequest {
   method: string;
@@ -31,6 +114,11 @@ export interface UpstreamRequest {
   timeoutMs?: number;
   /** Aborts the attempt (the route timeout, or the downstream went away). */
   signal?: AbortSignal;
+  /**
+   * Called once the stream is on an established connection (Envoy's onPoolReady, which tells
+   * outlier detection LocalOriginConnectSuccess); not for a connection that failed.
+   */
+  onPoolReady?: () => void;
 }
 
 export function sendUpstream(
@@ -38,7 +126,11 @@ export function sendUpstream(
   request: UpstreamRequest,
 ): Promise<UpstreamResult> {
   return new Promise((resolve) => {
+    // A client already gone (or a deadline passed) sends nothing upstream: a listener added to an
+    // aborted signal would never fire.
+    if (request.signal?.aborted) return resolve({ kind: "timeout" });
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const settle = (result: UpstreamResult) => {
       if (settled) return;
       settled = true;
@@ -48,9 +140,17 @@ export function sendUpstream(
       resolve(result);
     };
     const onSessionError = (error: Error) =>
-      settle({ kind: session.connecting ? "connect-failure" : "reset", reason: error.message });
+      settle(
+        session.connecting
+          ? connectFailure(error)
+          : { kind: "reset", reason: error.message, resetReason: "connection termination" },
+      );
     if (session.destroyed || session.closed) {
-      settle({ kind: "connect-failure", reason: "connection closed" });
+      settle({
+        kind: "connect-failure",
+        reason: "connection closed",
+        resetReason: "remote connection failure",
+      });
       return;
     }
     session.once("error", onSessionError);
@@ -66,16 +166,20 @@ export function sendUpstream(
         { endStream: false },
       );
     } catch (error) {
-      settle({ kind: "connect-failure", reason: (error as Error).message });
+      settle(connectFailure(error as Error));
       return;
     }
-    const timer =
-      request.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            stream.close(http2.constants.NGHTTP2_CANCEL);
-            settle({ kind: "timeout" });
-          }, request.timeoutMs);
+    if (request.onPoolReady) {
+      const ready = request.onPoolReady;
+      if (!session.connecting) ready();
+      else session.once("connect", () => !settled && ready());
+    }
+    if (request.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        settle({ kind: "timeout" });
+      }, request.timeoutMs);
+    }
     const onAbort = () => {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       settle({ kind: "timeout" });
@@ -90,23 +194,22 @@ export function sendUpstream(
         endStream: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0,
       }),
     );
-    stream.on("error", (error: NodeJS.ErrnoException) => {
-      const refused =
-        stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ||
-        error.code === "ERR_HTTP2_STREAM_ERROR";
-      settle({
-        kind: session.connecting ? "connect-failure" : refused ? "refused-stream" : "reset",
-        reason: error.message,
-      });
-    });
+    // A stream reset by the upstream ends that stream only (RFC 9113 §5.4.2); one whose
+    // session went away ended with the connection. Node raises ERR_HTTP2_STREAM_ERROR for any
+    // RST_STREAM code, so the code tells refused from other resets.
+    const streamEnded = (error: Error): UpstreamResult => {
+      const reason = error.message;
+      if (session.connecting) return connectFailure(error);
+      if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM)
+        return { kind: "refused-stream", reason, resetReason: "remote refused stream reset" };
+      if (session.destroyed || session.closed)
+        return { kind: "reset", reason, resetReason: "connection termination" };
+      return { kind: "remote-reset", reason, resetReason: "remote reset" };
+    };
+    stream.on("error", (error: Error) => settle(streamEnded(error)));
     stream.on("close", () => {
-      if (!settled) {
-        settle({
-          kind:
-            stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? "refused-stream" : "reset",
-          reason: `stream closed before headers (code ${stream.rstCode})`,
-        });
-      }
+      if (!settled)
+        settle(streamEnded(new Error(`stream closed before headers (code ${stream.rstCode})`)));
     });
     stream.end(request.body);
   });
@@ -150,7 +253,7 @@ export class SessionPool {
       const created = this.connect(key);
       if (limits) {
         const connecting = setTimeout(() => {
-          if (created.connecting) created.destroy(new Error("connect timeout"));
+          if (created.connecting) created.destroy(new Error(CONNECT_TIMEOUT));
         }, limits.connectTimeoutMs);
         connecting.unref();
         created.once("connect", () => clearTimeout(connecting));
