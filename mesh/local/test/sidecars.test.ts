@@ -3,6 +3,7 @@ import { request as httpRequest } from "node:http";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Instance } from "../src/sidecar/instances.js";
 import { principalOf } from "../src/sidecar/instances.js";
@@ -226,6 +227,47 @@ describe("identity and mTLS", () => {
       expect(apps.get("catalog-0")!.calls[0]?.headers[":authority"]).toBe(
         "Catalog.shop.svc.cluster.local:8080",
       );
+    } finally {
+      await pushed((text) => text);
+    }
+  });
+});
+
+describe("request authentication", () => {
+  it("removes a verified token from where it was read, nothing else (forwardOriginalToken false)", async () => {
+    const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k1" }] });
+    const token = await new SignJWT({ iss: "https://issuer.test", sub: "u1" })
+      .setProtectedHeader({ alg: "ES256", kid: "k1" })
+      .sign(privateKey);
+    const event = await pushed(
+      (text) =>
+        `${text}\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: { name: catalog, namespace: shop }\nspec:\n  selector: { matchLabels: { app: catalog } }\n  jwtRules:\n    - issuer: https://issuer.test\n      jwks: '${jwks}'\n`,
+    );
+    expect(event.ok).toBe(true);
+    try {
+      const seen = () => [...apps.get("catalog-0")!.calls, ...apps.get("catalog-1")!.calls];
+      const byParam = await call(
+        "order-0",
+        "catalog",
+        `/test.Echo/Hello?a=1&access_token=${token}`,
+        {
+          headers: { authorization: "Basic dXNlcjpwdw==" },
+        },
+      );
+      expect(byParam.status).toBe(200);
+      expect(seen()[0]).toMatchObject({ path: "/test.Echo/Hello?a=1" });
+      expect(seen()[0]!.headers.authorization).toBe("Basic dXNlcjpwdw==");
+      const byHeader = await call("order-0", "catalog", "/test.Echo/Hello?access_token=x", {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(byHeader.status).toBe(401); // access_token=x is a token too, and not a valid one
+      const bearer = await call("order-0", "catalog", "/test.Echo/Hello?keep=1", {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(bearer.status).toBe(200);
+      expect(seen()[1]).toMatchObject({ path: "/test.Echo/Hello?keep=1" });
+      expect(seen()[1]!.headers.authorization).toBeUndefined();
     } finally {
       await pushed((text) => text);
     }

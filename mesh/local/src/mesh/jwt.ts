@@ -6,8 +6,11 @@
  * the rule's fromHeaders / fromParams, by default from `Authorization: Bearer …` and the
  * `access_token` query parameter. Checks in jwt_verify_lib's order: form, issuer (one a rule
  * names), time (exp, nbf, 60 s clock skew, Envoy's default), audiences (when the rule lists
- * any), then the key (kid/alg in the JWKS) and the signature (jose). The principal is
- * "<iss>/<sub>"; forwardOriginalToken false (Istio's default) strips the token before the app.
+ * any; a mismatch is Envoy's 403, not 401), then the key (kid/alg in the JWKS) and the
+ * signature (jose). The principal is "<iss>/<sub>"; the claims handed on are Envoy's payload
+ * metadata, with `scope` and `permission` split on spaces (Istio's spaceDelimitedClaims
+ * default). forwardOriginalToken false (Istio's default) removes the verified token from where
+ * it was found (its header, or its query parameter) before the app.
  * JWKS: fetched through the caller's fetchJwks and cached 5 min (Envoy's remote_jwks default),
  * refreshed early on an unknown kid at most every 30 s. A signature once verified is remembered
  * for the token and the JWKS key that verified it (Envoy's jwt_cache_config, which Istio leaves
@@ -18,8 +21,6 @@
  */
 import {
   compactVerify,
-  decodeJwt,
-  decodeProtectedHeader,
   importJWK,
   type JSONWebKeySet,
   type JWK,
@@ -29,20 +30,47 @@ import {
 import type { Workload } from "./authz.js";
 import type { JwtRule, MeshConfig } from "./config.js";
 
+/** Where a token was read: a header (removed whole) or a query parameter. */
+export type TokenLocation = { header: string } | { param: string };
+
 export type JwtResult =
-  | { ok: true; principal?: string; claims?: Record<string, unknown>; stripAuthorization: boolean }
-  | { ok: false; status: 401; body: string; headers: Record<string, string> };
+  | {
+      ok: true;
+      principal?: string;
+      claims?: Record<string, unknown>;
+      /** The locations of verified tokens whose rule does not forward them (Envoy's removeJwt). */
+      remove: TokenLocation[];
+    }
+  | { ok: false; status: 401 | 403; body: string; headers: Record<string, string> };
 
 export interface TokenSource {
   header(name: string): string | undefined;
   query: URLSearchParams;
+  /** Envoy's buildOriginalUri(headers, 256) for the challenge's realm: scheme://host/path?query. */
+  uri?: string;
 }
 
 /** jwt_verify_lib's messages (status.cc), as Envoy answers them. */
 export const JWT_MESSAGES = {
   badFormat: "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+  headerBase64: "Jwt header is an invalid Base64url encoded",
   headerParse: "Jwt header is an invalid JSON",
+  headerAlg: "Jwt header [alg] field is required and must be a string",
+  headerAlgNotImplemented: "Jwt header [alg] is not supported",
+  headerKid: "Jwt header [kid] field is not a string",
+  payloadBase64: "Jwt payload is an invalid Base64url encoded",
   payloadParse: "Jwt payload is an invalid JSON",
+  issNotString: "Jwt payload [iss] field is not a string",
+  subNotString: "Jwt payload [sub] field is not a string",
+  iatNotInteger: "Jwt payload [iat] field is not an integer",
+  iatOutOfRange: "Jwt payload [iat] field is not a positive 64 bit integer",
+  nbfNotInteger: "Jwt payload [nbf] field is not an integer",
+  nbfOutOfRange: "Jwt payload [nbf] field is not a positive 64 bit integer",
+  expNotInteger: "Jwt payload [exp] field is not an integer",
+  expOutOfRange: "Jwt payload [exp] field is not a positive 64 bit integer",
+  jtiNotString: "Jwt payload [jti] field is not a string",
+  audNotString: "Jwt payload [aud] field is not a string or string list",
+  signatureBase64: "Jwt signature is an invalid Base64url encoded",
   unknownIssuer: "Jwt issuer is not configured",
   expired: "Jwt is expired",
   notYetValid: "Jwt not yet valid",
@@ -75,14 +103,145 @@ function locationsOf(rule: JwtRule): Location[] {
   ];
 }
 
+/**
+ * Envoy's extractor: the prefix is found case-sensitively anywhere in the value; the token
+ * starts at the first base64url-or-dot character after it and runs to the end; with none,
+ * the whole value is the token (so `Bearer ` alone fails as a malformed token).
+ */
 function extract(location: Location, source: TokenSource): string | undefined {
   if (location.param) return source.query.get(location.param) ?? undefined;
   const { name, prefix } = location.header!;
   const value = source.header(name);
-  if (value === undefined) return undefined;
-  if (prefix && value.slice(0, prefix.length).toLowerCase() !== prefix.toLowerCase())
+  if (value === undefined || !prefix) return value;
+  const at = value.indexOf(prefix);
+  if (at < 0) return undefined;
+  const rest = value.slice(at + prefix.length);
+  const start = rest.search(/[A-Za-z0-9_.-]/);
+  return start < 0 ? value : rest.slice(start);
+}
+
+const locationOf = (location: Location): TokenLocation =>
+  location.param ? { param: location.param } : { header: location.header!.name };
+
+// jwt_verify_lib's isImplemented.
+const IMPLEMENTED_ALGS = new Set([
+  "ES256",
+  "ES384",
+  "ES512",
+  "HS256",
+  "HS384",
+  "HS512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "EdDSA",
+]);
+
+/** absl::WebSafeBase64Unescape: base64url, padding optional. */
+function base64url(section: string): Buffer | undefined {
+  const bare = section.replace(/={1,2}$/, "");
+  if (!/^[A-Za-z0-9_-]*$/.test(bare) || bare.length % 4 === 1) return undefined;
+  return Buffer.from(bare, "base64url");
+}
+
+function jsonObject(bytes: Buffer): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(bytes.toString("utf8"));
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
     return undefined;
-  return value.slice(prefix.length).trim() || undefined;
+  }
+}
+
+/** jwt_verify_lib's StructUtils::GetUInt64: a number, truncated; negative is out of range. */
+function uint64(
+  payload: Record<string, unknown>,
+  name: "iat" | "nbf" | "exp",
+): number | "not-integer" | "out-of-range" | undefined {
+  const value = payload[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== "number") return "not-integer";
+  if (value < 0 || value >= 2 ** 64) return "out-of-range";
+  return Math.trunc(value);
+}
+
+type Parsed =
+  | { ok: true; header: ProtectedHeaderParameters; payload: JWTPayload; nbf: number; exp: number }
+  | { ok: false; message: string };
+
+/** jwt_verify_lib's Jwt::parseFromString, its checks in its order. */
+function parseJwt(token: string): Parsed {
+  const fail = (message: string): Parsed => ({ ok: false, message });
+  const sections = token.split(".").filter((s) => s !== "");
+  if (sections.length !== 3) return fail(JWT_MESSAGES.badFormat);
+  const headerBytes = base64url(sections[0]!);
+  if (!headerBytes) return fail(JWT_MESSAGES.headerBase64);
+  const header = jsonObject(headerBytes);
+  if (!header) return fail(JWT_MESSAGES.headerParse);
+  if (typeof header.alg !== "string") return fail(JWT_MESSAGES.headerAlg);
+  if (!IMPLEMENTED_ALGS.has(header.alg)) return fail(JWT_MESSAGES.headerAlgNotImplemented);
+  if (header.kid !== undefined && typeof header.kid !== "string")
+    return fail(JWT_MESSAGES.headerKid);
+  const payloadBytes = base64url(sections[1]!);
+  if (!payloadBytes) return fail(JWT_MESSAGES.payloadBase64);
+  const payload = jsonObject(payloadBytes);
+  if (!payload) return fail(JWT_MESSAGES.payloadParse);
+  if (payload.iss !== undefined && typeof payload.iss !== "string")
+    return fail(JWT_MESSAGES.issNotString);
+  if (payload.sub !== undefined && typeof payload.sub !== "string")
+    return fail(JWT_MESSAGES.subNotString);
+  const times = { iat: 0, nbf: 0, exp: 0 };
+  for (const name of ["iat", "nbf", "exp"] as const) {
+    const value = uint64(payload, name);
+    if (value === "not-integer") return fail(JWT_MESSAGES[`${name}NotInteger`]);
+    if (value === "out-of-range") return fail(JWT_MESSAGES[`${name}OutOfRange`]);
+    if (value !== undefined) times[name] = value;
+  }
+  if (payload.jti !== undefined && typeof payload.jti !== "string")
+    return fail(JWT_MESSAGES.jtiNotString);
+  const aud = payload.aud;
+  if (
+    aud !== undefined &&
+    typeof aud !== "string" &&
+    !(Array.isArray(aud) && aud.every((a) => typeof a === "string"))
+  )
+    return fail(JWT_MESSAGES.audNotString);
+  if (!base64url(sections[2]!)) return fail(JWT_MESSAGES.signatureBase64);
+  return {
+    ok: true,
+    header: header as ProtectedHeaderParameters,
+    payload: payload as JWTPayload,
+    nbf: times.nbf,
+    exp: times.exp,
+  };
+}
+
+/** jwt_verify_lib's sanitizeAudience: no http:// or https:// prefix, no trailing slash. */
+function sanitizeAudience(aud: string): string {
+  if (aud === "") return aud;
+  const start = aud.startsWith("http://") ? 7 : aud.startsWith("https://") ? 8 : 0;
+  const end = aud.endsWith("/") ? aud.length - 1 : aud.length;
+  return aud.slice(start, end);
+}
+
+// Istio's default NormalizePayloadInMetadata.SpaceDelimitedClaims.
+const SPACE_DELIMITED_CLAIMS = ["scope", "permission"];
+
+/** Envoy's setPayloadMetadata: a space-delimited string claim becomes its list of words. */
+function payloadMetadata(payload: JWTPayload): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...payload };
+  for (const claim of SPACE_DELIMITED_CLAIMS) {
+    const value = payload[claim];
+    if (typeof value !== "string") continue;
+    const words = value.split(" ").filter((w) => w !== "");
+    if (words.length) out[claim] = words;
+  }
+  return out;
 }
 
 const KTY_OF_ALG: [RegExp, string][] = [
@@ -164,40 +323,31 @@ export function createRequestAuthenticator(
     }
   }
 
-  const failure = (body: string): JwtResult => ({
-    ok: false,
-    status: 401,
-    body,
-    // Envoy's jwt_authn answers a bad token with this challenge.
-    headers: { "www-authenticate": 'Bearer realm="", error="invalid_token"' },
-  });
-
-  async function verify(token: string): Promise<JwtResult> {
-    if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) return failure(JWT_MESSAGES.badFormat);
-    let header: ProtectedHeaderParameters;
-    let payload: JWTPayload;
-    try {
-      header = decodeProtectedHeader(token);
-    } catch {
-      return failure(JWT_MESSAGES.headerParse);
-    }
-    try {
-      payload = decodeJwt(token);
-    } catch {
-      return failure(JWT_MESSAGES.payloadParse);
-    }
+  async function verify(
+    token: string,
+    uri: string,
+  ): Promise<JwtResult | { rule: JwtRule; payload: JWTPayload }> {
+    // Envoy's jwt_authn: 403 for an audience it does not allow, else 401; the challenge names
+    // the request's original URI.
+    const failure = (body: string): JwtResult => ({
+      ok: false,
+      status: body === JWT_MESSAGES.audience ? 403 : 401,
+      body,
+      headers: { "www-authenticate": `Bearer realm="${uri}", error="invalid_token"` },
+    });
+    const parsed = parseJwt(token);
+    if (!parsed.ok) return failure(parsed.message);
+    const { header, payload } = parsed;
     const rule = rules.find((r) => r.issuer === payload.iss);
     if (!rule) return failure(JWT_MESSAGES.unknownIssuer);
-    const seconds = now() / 1000;
-    if (typeof payload.nbf === "number" && seconds < payload.nbf - CLOCK_SKEW_S) {
-      return failure(JWT_MESSAGES.notYetValid);
-    }
-    if (typeof payload.exp === "number" && seconds > payload.exp + CLOCK_SKEW_S) {
-      return failure(JWT_MESSAGES.expired);
-    }
+    // jwt_verify_lib's verifyTimeConstraint, in whole seconds; exp 0 is no expiry.
+    const seconds = Math.floor(now() / 1000);
+    if (parsed.nbf > seconds + CLOCK_SKEW_S) return failure(JWT_MESSAGES.notYetValid);
+    if (parsed.exp && seconds > parsed.exp + CLOCK_SKEW_S) return failure(JWT_MESSAGES.expired);
     if (rule.audiences?.length) {
+      const allowed = new Set(rule.audiences.map(sanitizeAudience));
       const audiences = typeof payload.aud === "string" ? [payload.aud] : (payload.aud ?? []);
-      if (!audiences.some((a) => rule.audiences!.includes(a)))
+      if (!audiences.some((a) => allowed.has(sanitizeAudience(a))))
         return failure(JWT_MESSAGES.audience);
     }
     let key: JWK | undefined;
@@ -218,28 +368,60 @@ export function createRequestAuthenticator(
       }
       remember(token, key);
     }
-    return {
-      ok: true,
-      principal: `${payload.iss}/${payload.sub ?? ""}`,
-      claims: payload as Record<string, unknown>,
-      stripAuthorization: !(rule.forwardOriginalToken ?? false),
-    };
+    return { rule, payload };
   }
 
   return {
     async authenticate(source: TokenSource): Promise<JwtResult> {
-      const locations = rules.flatMap(locationsOf);
-      const tokens = [
-        ...new Set(locations.map((l) => extract(l, source)).filter((t) => t !== undefined)),
-      ];
-      if (tokens.length === 0) return { ok: true, stripAuthorization: false };
-      let first: JwtResult | undefined;
-      for (const token of tokens) {
-        const result = await verify(token);
-        if (!result.ok) return result;
-        first ??= result;
+      // Each token with the locations it was read from (one token may sit in several).
+      const found = new Map<string, TokenLocation[]>();
+      for (const location of rules.flatMap(locationsOf)) {
+        const token = extract(location, source);
+        if (token === undefined) continue;
+        const at = found.get(token) ?? [];
+        at.push(locationOf(location));
+        found.set(token, at);
       }
-      return first!;
+      if (found.size === 0) return { ok: true, remove: [] };
+      let first: { rule: JwtRule; payload: JWTPayload } | undefined;
+      const remove: TokenLocation[] = [];
+      for (const [token, at] of found) {
+        const result = await verify(token, source.uri ?? "");
+        if ("ok" in result) return result;
+        first ??= result;
+        if (!(result.rule.forwardOriginalToken ?? false)) remove.push(...at);
+      }
+      const { payload } = first!;
+      return {
+        ok: true,
+        principal: `${payload.iss}/${payload.sub ?? ""}`,
+        claims: payloadMetadata(payload),
+        remove,
+      };
     },
   };
+}
+
+/**
+ * A request target without a query parameter, as Envoy's JwtParamLocation::removeJwt drops
+ * it: every occurrence of the (decoded) name; the `?` goes when nothing is left. The other
+ * parameters keep their encoding as sent.
+ */
+export function removeQueryParam(target: string, name: string): string {
+  const q = target.indexOf("?");
+  if (q < 0) return target;
+  const kept = target
+    .slice(q + 1)
+    .split("&")
+    .filter((pair) => {
+      const key = pair.split("=")[0]!;
+      try {
+        return decodeURIComponent(key.replace(/\+/g, " ")) !== name;
+      } catch {
+        return key !== name;
+      }
+    });
+  return kept.length && kept.some((p) => p !== "")
+    ? `${target.slice(0, q)}?${kept.join("&")}`
+    : target.slice(0, q);
 }

@@ -8,6 +8,7 @@ import {
   createRequestAuthenticator,
   isOverflow,
   type MeshConfig,
+  removeQueryParam,
   trafficPolicyFor,
 } from "../mesh/index.js";
 import {
@@ -145,11 +146,15 @@ export function createInbound(options: InboundOptions) {
     const header = (name: string) => headerOf(headers, name);
     const authority = authorityOf(req);
 
-    const authn = await authenticatorFor(config).authenticate({ header, query });
+    // Envoy's buildOriginalUri(headers, 256), the realm of jwt_authn's challenge.
+    const scheme = req.headers[":scheme"] ?? (peer.tls ? "https" : "http");
+    const uri = `${scheme}://${authority ?? ""}${request.target.slice(0, 256)}`;
+    const authn = await authenticatorFor(config).authenticate({ header, query, uri });
     if (!authn.ok) {
       return record(request, peer, {
         ...reply(req, res, authn.status, authn.body, authn.headers),
-        response_code_details: "jwt_authn_access_denied",
+        // Envoy's generateRcDetails: the message, its spaces as underscores.
+        response_code_details: `jwt_authn_access_denied{${authn.body.replace(/[ \t\f\v\n\r]/g, "_")}}`,
       });
     }
     const decision = authorize(
@@ -172,7 +177,11 @@ export function createInbound(options: InboundOptions) {
         response_code_details: `rbac_access_denied_matched_policy[${decision.policy ?? "none"}]`,
       });
     }
-    if (authn.stripAuthorization) delete headers.authorization;
+    // forwardOriginalToken false: the verified token leaves where it was read (Envoy's removeJwt).
+    for (const at of authn.remove) {
+      if ("header" in at) delete headers[at.header];
+      else request.target = removeQueryParam(request.target, at.param);
+    }
     // What the client claimed of certificates goes; the proxy states the peer it verified.
     const xfcc = forwardClientCert(header("x-forwarded-client-cert"), peer, selfSpiffe);
     if (xfcc === undefined) delete headers["x-forwarded-client-cert"];
