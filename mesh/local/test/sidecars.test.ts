@@ -351,6 +351,69 @@ describe("retries, timeouts and faults", () => {
   });
 });
 
+describe("retry flags and abandoned requests", () => {
+  it("per-try timeouts that use up the retries answer 504 with flags URX,UT, in Envoy's order", async () => {
+    // A policy of its own: a fresh cluster, and no ejection on the timeouts.
+    await pushed((text) => text.replace("consecutive5xxErrors: 3", "consecutive5xxErrors: 0"));
+    for (const id of ["catalog-0", "catalog-1"])
+      apps.get(id)!.behaviour = () => ({ delayMs: 1_500 });
+    const response = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(504);
+    expect(await response.text()).toBe("upstream request timeout");
+    expect(records.find((r) => r.reporter === "source")).toMatchObject({
+      attempts: 3,
+      response_flags: "URX,UT",
+      response_code_details: "upstream_per_try_timeout",
+    });
+    await pushed((text) => text);
+  });
+
+  it("a retry skipped because maxRetries are all in use relays the answer with flag UO", async () => {
+    await pushed((text) =>
+      text.replace(
+        "      simple: ROUND_ROBIN\n",
+        "      simple: ROUND_ROBIN\n    connectionPool:\n      http:\n        maxRetries: 1\n",
+      ),
+    );
+    // The two first tries answer 503 at once; the one retry allowed takes its time.
+    let calls = 0;
+    for (const id of ["catalog-0", "catalog-1"])
+      apps.get(id)!.behaviour = () => (++calls <= 2 ? { status: 503 } : { delayMs: 150 });
+    const responses = await Promise.all([
+      call("order-0", "catalog", "/test.Echo/Hello"),
+      call("order-0", "catalog", "/test.Echo/Hello"),
+    ]);
+    expect(responses.map((r) => r.status).sort()).toEqual([200, 503]);
+    const sources = records.filter((r) => r.reporter === "source");
+    expect(sources.find((r) => r.response_code === 503)).toMatchObject({
+      attempts: 1,
+      response_flags: "UO",
+      response_code_details: "via_upstream",
+    });
+    expect(sources.find((r) => r.response_code === 200)).toMatchObject({ attempts: 2 });
+    await pushed((text) => text);
+  });
+
+  it("a client gone during a fault delay sends nothing upstream (DI,DC)", async () => {
+    await pushed((text) =>
+      text.replace(
+        "    - name: payment\n",
+        "    - name: payment\n      fault:\n        delay:\n          fixedDelay: 400ms\n          percentage:\n            value: 100\n",
+      ),
+    );
+    await expect(
+      call("order-0", "payment", "/test.Echo/Hello", { signal: AbortSignal.timeout(100) }),
+    ).rejects.toThrow();
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(apps.get("payment-0")!.calls.length + apps.get("payment-v2-0")!.calls.length).toBe(0);
+    expect(records.find((r) => r.reporter === "source")).toMatchObject({
+      response_code: 0,
+      response_flags: "DI,DC",
+    });
+    await pushed((text) => text);
+  });
+});
+
 describe("traffic split, live configuration", () => {
   it("sends 90/10 over 1,000 requests, and a live edit to 50/50 takes effect without restart", async () => {
     const count = async (n: number) => {
