@@ -145,9 +145,7 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
         const service = workloadOf(url.hostname, instance.namespace);
         const base = service && outboundUrls[service];
         if (!base) throw new Error(`${uri}: not a service of namespace ${instance.namespace}`);
-        const response = await fetch(`${base}${url.pathname}${url.search}`);
-        if (!response.ok) throw new Error(`${uri}: ${response.status}`);
-        return response.json();
+        return fetchJwksFrom(`${base}${url.pathname}${url.search}`);
       },
     });
     closers.push(inbound.close);
@@ -218,4 +216,17 @@ export async function startSidecars(options: SidecarsOptions): Promise<Sidecars>
       await Promise.all(listeners.map((l) => l.close(1_000)));
     },
   };
+}
+
+/** Istio's RemoteJwks HttpUri timeout when a jwtRule sets none (mesh/local refuses `timeout`). */
+export const JWKS_FETCH_TIMEOUT_MS = 5_000;
+
+/**
+ * A JWKS over HTTP within the timeout (the body included); a hung issuer is then Envoy's
+ * "Jwks remote fetch is failed" instead of holding every token check.
+ */
+export async function fetchJwksFrom(url: string, timeoutMs = JWKS_FETCH_TIMEOUT_MS) {
+  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+  return (await response.json()) as unknown;
 }
