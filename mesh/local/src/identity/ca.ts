@@ -42,8 +42,11 @@ const signingAlgorithm = { name: "ECDSA", hash: "SHA-256" } as const;
 const defaultTtlHours = 24;
 /** Istio's CA refuses longer workload certificates (its max-workload-cert-ttl default, 90 days). */
 const maxTtlHours = 90 * 24;
-/** Certificates start a little in the past, so a peer whose clock runs behind accepts them. */
-const backdateMs = 60_000;
+/**
+ * Certificates start a little in the past, so a peer whose clock runs behind accepts them:
+ * Istio's ClockSkewGracePeriod (security/pkg/pki/util/generate_cert.go), 2 min.
+ */
+const backdateMs = 120_000;
 
 /**
  * The mesh's root CA kept in `dir`: created (ECDSA P-256, 10 years) on first start, read back

@@ -97,6 +97,10 @@ describe("issueWorkloadCertificate", () => {
       x509.ExtendedKeyUsage.serverAuth,
       x509.ExtendedKeyUsage.clientAuth,
     ]);
+    // Istio's ClockSkewGracePeriod: valid from 2 min before issue.
+    const backdated = Date.now() - cert.notBefore.getTime();
+    expect(backdated).toBeGreaterThanOrEqual(119_000);
+    expect(backdated).toBeLessThan(125_000);
     const hours = (issued.notAfter.getTime() - Date.now()) / 3_600_000;
     expect(hours).toBeGreaterThan(23.9);
     expect(hours).toBeLessThanOrEqual(24);

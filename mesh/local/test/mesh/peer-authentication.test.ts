@@ -33,4 +33,20 @@ spec: { selector: { matchLabels: { app: order } }, mtls: { mode: UNSET } }
     expect(mtlsModeFor(config, workload("order"))).toBe("STRICT");
     expect(mtlsModeFor(config, workload("catalog"))).toBe("STRICT");
   });
+
+  it("empty matchLabels is namespace-wide (Istio), under a workload policy", () => {
+    const config = configFrom(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: empty }
+spec: { selector: { matchLabels: {} }, mtls: { mode: STRICT } }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: auth }
+spec: { selector: { matchLabels: { app: auth } }, mtls: { mode: DISABLE } }
+`);
+    expect(mtlsModeFor(config, workload("auth"))).toBe("DISABLE");
+    expect(mtlsModeFor(config, workload("order"))).toBe("STRICT");
+  });
 });
