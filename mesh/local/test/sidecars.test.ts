@@ -394,6 +394,28 @@ describe("retry flags and abandoned requests", () => {
     await pushed((text) => text);
   });
 
+  it("the route timeout ends a retry's backoff at once", async () => {
+    // A 60 s backoff base: a retry waits [0, 60 s), [0, 120 s); the 1 s route timeout answers.
+    await pushed((text) =>
+      text
+        .replace("      timeout: 5s\n", "      timeout: 1s\n")
+        .replace(
+          "        perTryTimeout: 300ms\n",
+          "        perTryTimeout: 300ms\n        backoff: 60s\n",
+        ),
+    );
+    for (const id of ["catalog-0", "catalog-1"]) apps.get(id)!.behaviour = () => ({ status: 503 });
+    const started = performance.now();
+    const response = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(504);
+    expect(performance.now() - started).toBeLessThan(2_500);
+    expect(records.find((r) => r.reporter === "source")).toMatchObject({
+      response_flags: "UT",
+      response_code_details: "upstream_response_timeout",
+    });
+    await pushed((text) => text);
+  });
+
   it("a client gone during a fault delay sends nothing upstream (DI,DC)", async () => {
     await pushed((text) =>
       text.replace(
