@@ -35,6 +35,7 @@ export interface Workload {
   labels: Record<string, string>;
 }
 
+/** `policy`: the Envoy RBAC policy that decided, as Istio names it (ns[…]-policy[…]-rule[…]). */
 export type AuthzDecision =
   | { allowed: true; policy?: string }
   | { allowed: false; policy?: string; status: 403; body: "RBAC: access denied" };
@@ -287,8 +288,20 @@ function matchesRule(rule: AuthorizationRule, request: AuthzRequest): boolean {
   });
 }
 
-const matchesPolicy = (policy: AuthorizationPolicy, request: AuthzRequest) =>
-  (policy.spec.rules ?? []).some((rule) => matchesRule(rule, request));
+/**
+ * The Envoy RBAC policy names (Istio's policyName, one per rule: `ns[shop]-policy[p]-rule[0]`)
+ * of a policy's rules that match; `spec: {}` generates one that never matches.
+ */
+const matchingRules = (policy: AuthorizationPolicy, namespace: string, request: AuthzRequest) =>
+  (policy.spec.rules ?? []).flatMap((rule, index) =>
+    matchesRule(rule, request)
+      ? [`ns[${namespace}]-policy[${policy.metadata.name}]-rule[${index}]`]
+      : [],
+  );
+
+// Envoy's engine keeps its policies in a std::map and reports the first by name that matches.
+const firstByName = (names: string[]) =>
+  names.reduce<string | undefined>((min, n) => (min === undefined || n < min ? n : min), undefined);
 
 /** The policies that apply to a workload: its namespace's, whose selector its labels satisfy. */
 export function policiesFor(config: MeshConfig, workload: Workload): AuthorizationPolicy[] {
@@ -307,12 +320,13 @@ export function authorize(
   request: AuthzRequest,
 ): AuthzDecision {
   const policies = policiesFor(config, workload);
-  const name = (p: AuthorizationPolicy) =>
-    `${p.metadata.namespace ?? config.namespace}.${p.metadata.name}`;
-  const denying = policies.find((p) => p.spec.action === "DENY" && matchesPolicy(p, request));
-  if (denying) return deny(name(denying));
-  const allowPolicies = policies.filter((p) => (p.spec.action ?? "ALLOW") === "ALLOW");
-  if (allowPolicies.length === 0) return { allowed: true };
-  const allowing = allowPolicies.find((p) => matchesPolicy(p, request));
-  return allowing ? { allowed: true, policy: name(allowing) } : deny();
+  const matching = (action: "ALLOW" | "DENY") =>
+    policies
+      .filter((p) => (p.spec.action ?? "ALLOW") === action)
+      .flatMap((p) => matchingRules(p, p.metadata.namespace ?? config.namespace, request));
+  const denying = firstByName(matching("DENY"));
+  if (denying) return deny(denying);
+  if (!policies.some((p) => (p.spec.action ?? "ALLOW") === "ALLOW")) return { allowed: true };
+  const allowing = firstByName(matching("ALLOW"));
+  return allowing ? { allowed: true, policy: allowing } : deny();
 }

@@ -109,7 +109,10 @@ spec:
   rules: [{ to: [{ operation: { notPaths: ["/internal/{**}"] } }] }]
 `);
     const decide = (path: string) => authorize(config, workload("catalog"), request({ path }));
-    expect(decide("/admin/x/delete")).toMatchObject({ allowed: false, policy: "shop.deny-delete" });
+    expect(decide("/admin/x/delete")).toMatchObject({
+      allowed: false,
+      policy: "ns[shop]-policy[deny-delete]-rule[0]",
+    });
     expect(decide("/admin/x/y/delete").allowed).toBe(true);
     expect(decide("/internal/a/b").allowed).toBe(false);
     expect(decide("/internal").allowed).toBe(true);
@@ -228,7 +231,7 @@ describe("mesh/istio/authorization.yaml: who may call what", () => {
     const deliver = "/shop.events.v1.EventSinkService/Deliver";
     expect(decide("payment", { principal: sa("order"), path: deliver })).toEqual({
       allowed: true,
-      policy: "shop.payment",
+      policy: "ns[shop]-policy[payment]-rule[0]",
     });
     expect(
       decide("payment", {
@@ -296,7 +299,7 @@ spec:
       ),
     ).toEqual({
       allowed: false,
-      policy: "shop.deny-admin",
+      policy: "ns[shop]-policy[deny-admin]-rule[0]",
       status: 403,
       body: "RBAC: access denied",
     });
@@ -347,7 +350,10 @@ spec:
       org: { tier: "gold" },
     };
     const { iss: _iss, sub: _sub, ...noToken } = claims;
-    expect(allowed({ claims })).toBe(true);
+    expect(authorize(config, catalog, request({ claims }))).toEqual({
+      allowed: true,
+      policy: "ns[shop]-policy[allow]-rule[1]", // Istio's name for the policy's second rule
+    });
     expect(allowed({ claims: noToken })).toBe(false);
     expect(allowed({ claims: { ...claims, iss: "https://evil" } })).toBe(false);
     expect(allowed({ claims, method: "DELETE" })).toBe(false);
@@ -367,6 +373,24 @@ spec:
       false,
     );
     expect(allowed({ path: "/by-audience", claims, port: 9090 })).toBe(false);
+  });
+
+  it("reports the first matching rule by name, as Envoy's engine keeps its policies sorted", () => {
+    const two = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: b-deny }
+spec: { action: DENY, rules: [{ to: [{ operation: { methods: [GET] } }] }] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: a-deny }
+spec: { action: DENY, rules: [{ to: [{ operation: { methods: [POST] } }] }, {}] }
+`);
+    expect(authorize(two, catalog, request({ method: "GET" }))).toMatchObject({
+      allowed: false,
+      policy: "ns[shop]-policy[a-deny]-rule[1]",
+    });
   });
 
   it("request.auth.principal in when splits like requestPrincipals", () => {
@@ -402,7 +426,7 @@ spec:
     expect(authorize(nothing, workload("catalog"), request()).allowed).toBe(false);
     expect(authorize(nothing, workload("auth"), request())).toEqual({
       allowed: true,
-      policy: "shop.all-for-auth",
+      policy: "ns[shop]-policy[all-for-auth]-rule[0]",
     });
   });
 });
