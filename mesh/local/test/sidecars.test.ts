@@ -394,6 +394,25 @@ describe("retry flags and abandoned requests", () => {
     await pushed((text) => text);
   });
 
+  it("x-envoy-upstream-service-time runs from the whole request to the answer's headers, earlier tries included", async () => {
+    let calls = 0;
+    // The first try hangs past its 300 ms per-try timeout; the retry answers after 100 ms.
+    for (const id of ["catalog-0", "catalog-1"])
+      apps.get(id)!.behaviour = () => (++calls === 1 ? { delayMs: 1_500 } : { delayMs: 100 });
+    const response = await call("order-0", "catalog", "/test.Echo/Hello");
+    expect(response.status).toBe(200);
+    await response.text();
+    const header = Number(response.headers.get("x-envoy-upstream-service-time"));
+    expect(header).toBeGreaterThanOrEqual(400);
+    expect(header).toBeLessThan(1_400);
+    const record = records.find((r) => r.reporter === "source")!;
+    expect(record.attempts).toBe(2);
+    expect(record.upstream_service_time).toBe(header);
+    const inbound = records.find((r) => r.reporter === "destination" && r.response_code === 200);
+    expect(inbound?.upstream_service_time).toBeGreaterThanOrEqual(100);
+    expect(inbound?.upstream_service_time).toBeLessThan(header);
+  });
+
   it("the route timeout ends a retry's backoff at once", async () => {
     // A 60 s backoff base: a retry waits [0, 60 s), [0, 120 s); the 1 s route timeout answers.
     await pushed((text) =>

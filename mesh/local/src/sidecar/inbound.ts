@@ -230,13 +230,16 @@ export function createInbound(options: InboundOptions) {
           "transportFailure" in result ? (result.transportFailure ?? null) : null,
       });
     }
+    // Envoy's x-envoy-upstream-service-time: from the whole request to the app's headers.
+    const serviceTime = Math.floor(performance.now() - sentAt);
+    result.headers["x-envoy-upstream-service-time"] = String(serviceTime);
     relayResponse(req, res, result, (bytes, grpcStatus, ending) => {
       lease.release();
       record(request, peer, {
         response_code: result.status,
         response_flags: relayEndFlags[ending].join(",") || "-",
         bytes_sent: bytes,
-        upstream_service_time: Math.round(performance.now() - sentAt),
+        upstream_service_time: serviceTime,
         grpc_status: grpcStatus,
       });
     });

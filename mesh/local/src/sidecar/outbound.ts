@@ -199,6 +199,10 @@ export function createOutbound(options: OutboundOptions) {
     const labels = subset ? subsetLabels(config, host, subset) : {};
     const deadline = route.timeoutMs ? AbortSignal.timeout(route.timeoutMs) : undefined;
     const cancel = deadline ? AbortSignal.any([deadline, downstream]) : downstream;
+    // Envoy's downstream_request_complete_time_: the router has the whole request (after the
+    // fault delay); x-envoy-upstream-service-time runs from here to the answer's headers,
+    // earlier attempts and backoffs included.
+    const requestComplete = performance.now();
     const tried = new Set<string>();
     const retry = route.retry;
     const grpc = String(request.headers["content-type"] ?? "").startsWith("application/grpc");
@@ -280,7 +284,6 @@ export function createOutbound(options: OutboundOptions) {
         if (retrying) cluster.pool.retryFinished();
         retrying = false;
       };
-      const sentAt = performance.now();
       const result = await sendUpstream(session, {
         method: request.method,
         path: request.target,
@@ -367,6 +370,10 @@ export function createOutbound(options: OutboundOptions) {
         continue;
       }
       if (result.kind === "response") {
+        // Istio leaves Envoy's debug headers on, so every relayed answer carries it (this
+        // proxy's value replaces the one the destination's inbound side set).
+        const serviceTime = Math.floor(performance.now() - requestComplete);
+        result.headers["x-envoy-upstream-service-time"] = String(serviceTime);
         relayResponse(request.req, request.res, result, (bytes, grpcStatus, ending) => {
           release();
           // After the headers went out, a reset upstream is UC and a client gone is DC; the
@@ -376,7 +383,7 @@ export function createOutbound(options: OutboundOptions) {
             response_code: result.status,
             response_flags: [...flags, ...relayEndFlags[ending]].join(",") || "-",
             bytes_sent: bytes,
-            upstream_service_time: Math.round(performance.now() - sentAt),
+            upstream_service_time: serviceTime,
             grpc_status: grpcStatus,
           });
         });
