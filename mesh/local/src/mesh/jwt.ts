@@ -251,12 +251,14 @@ const KTY_OF_ALG: [RegExp, string][] = [
   [/^HS/, "oct"],
 ];
 
+/** jwt_verify_lib's "kid/alg matched": an empty or absent kid on either side fits any. */
 const keyFits = (key: JWK, header: ProtectedHeaderParameters) => {
-  if (header.kid !== undefined && key.kid !== undefined && key.kid !== header.kid) return false;
-  if (key.alg !== undefined && key.alg !== header.alg) return false;
-  const kty = KTY_OF_ALG.find(([pattern]) => pattern.test(header.alg ?? ""))?.[1];
-  return kty !== undefined && key.kty === kty;
+  if (header.kid && key.kid && key.kid !== header.kid) return false;
+  return !key.alg || key.alg === header.alg;
 };
+/** Whether a fitting key can verify the alg at all (jwt_verify_lib skips it otherwise). */
+const keyTypeFits = (key: JWK, alg: string) =>
+  KTY_OF_ALG.find(([pattern]) => pattern.test(alg))?.[1] === key.kty;
 
 export function createRequestAuthenticator(
   config: MeshConfig,
@@ -325,6 +327,7 @@ export function createRequestAuthenticator(
 
   async function verify(
     token: string,
+    issuers: Set<string>,
     uri: string,
   ): Promise<JwtResult | { rule: JwtRule; payload: JWTPayload }> {
     // Envoy's jwt_authn: 403 for an audience it does not allow, else 401; the challenge names
@@ -338,8 +341,9 @@ export function createRequestAuthenticator(
     const parsed = parseJwt(token);
     if (!parsed.ok) return failure(parsed.message);
     const { header, payload } = parsed;
+    // Envoy's isIssuerAllowed: the issuer must be one whose rule names a location it was read from.
     const rule = rules.find((r) => r.issuer === payload.iss);
-    if (!rule) return failure(JWT_MESSAGES.unknownIssuer);
+    if (!rule || !issuers.has(rule.issuer)) return failure(JWT_MESSAGES.unknownIssuer);
     // jwt_verify_lib's verifyTimeConstraint, in whole seconds; exp 0 is no expiry.
     const seconds = Math.floor(now() / 1000);
     if (parsed.nbf > seconds + CLOCK_SKEW_S) return failure(JWT_MESSAGES.notYetValid);
@@ -350,43 +354,52 @@ export function createRequestAuthenticator(
       if (!audiences.some((a) => allowed.has(sanitizeAudience(a))))
         return failure(JWT_MESSAGES.audience);
     }
-    let key: JWK | undefined;
+    let fitting: JWK[];
     try {
-      key = (await keysOf(rule, false)).find((k) => keyFits(k, header));
-      if (!key) key = (await keysOf(rule, true)).find((k) => keyFits(k, header));
+      fitting = (await keysOf(rule, false)).filter((k) => keyFits(k, header));
+      if (!fitting.length) fitting = (await keysOf(rule, true)).filter((k) => keyFits(k, header));
     } catch {
       return failure(JWT_MESSAGES.fetch);
     }
-    if (!key) return failure(JWT_MESSAGES.kidAlg);
-    if (verifiedTokens.get(token) !== key) {
+    if (!fitting.length) return failure(JWT_MESSAGES.kidAlg);
+    const remembered = verifiedTokens.get(token);
+    if (remembered && fitting.includes(remembered)) return { rule, payload };
+    // jwt_verify_lib's verifyJwtWithoutTimeChecking: every fitting key is tried in turn.
+    const alg = header.alg!;
+    for (const key of fitting) {
+      if (!keyTypeFits(key, alg)) continue;
       try {
-        await compactVerify(token, await importedKey(key, header.alg!), {
-          algorithms: [header.alg!],
-        });
+        await compactVerify(token, await importedKey(key, alg), { algorithms: [alg] });
       } catch {
-        return failure(JWT_MESSAGES.verification);
+        continue;
       }
       remember(token, key);
+      return { rule, payload };
     }
-    return { rule, payload };
+    return failure(JWT_MESSAGES.verification);
   }
 
   return {
     async authenticate(source: TokenSource): Promise<JwtResult> {
       // Each token with the locations it was read from (one token may sit in several).
-      const found = new Map<string, TokenLocation[]>();
-      for (const location of rules.flatMap(locationsOf)) {
-        const token = extract(location, source);
-        if (token === undefined) continue;
-        const at = found.get(token) ?? [];
-        at.push(locationOf(location));
-        found.set(token, at);
+      const found = new Map<string, { at: TokenLocation[]; issuers: Set<string> }>();
+      for (const rule of rules) {
+        for (const location of locationsOf(rule)) {
+          const token = extract(location, source);
+          if (token === undefined) continue;
+          const entry = found.get(token) ?? { at: [], issuers: new Set<string>() };
+          const where = locationOf(location);
+          const same = (l: TokenLocation) => JSON.stringify(l) === JSON.stringify(where);
+          if (!entry.at.some(same)) entry.at.push(where);
+          entry.issuers.add(rule.issuer);
+          found.set(token, entry);
+        }
       }
       if (found.size === 0) return { ok: true, remove: [] };
       let first: { rule: JwtRule; payload: JWTPayload } | undefined;
       const remove: TokenLocation[] = [];
-      for (const [token, at] of found) {
-        const result = await verify(token, source.uri ?? "");
+      for (const [token, { at, issuers }] of found) {
+        const result = await verify(token, issuers, source.uri ?? "");
         if ("ok" in result) return result;
         first ??= result;
         if (!(result.rule.forwardOriginalToken ?? false)) remove.push(...at);

@@ -24,10 +24,13 @@ let sign: (
   options?: { kid?: string; key?: CryptoKey },
 ) => Promise<string>;
 let otherKey: CryptoKey;
+let privateSigningKey: CryptoKey | undefined;
+const signingKey = async () => privateSigningKey;
 const NOW = 1_800_000_000_000;
 
 beforeAll(async () => {
   const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  privateSigningKey = privateKey;
   otherKey = (await generateKeyPair("ES256")).privateKey;
   jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256", use: "sig" }] };
   sign = (claims, { kid = "k1", key = privateKey } = {}) =>
@@ -187,6 +190,52 @@ spec:
       headers: {
         "www-authenticate": 'Bearer realm="https://order:8080/x?y=1", error="invalid_token"',
       },
+    });
+  });
+
+  it("tries every key whose kid and alg fit, as jwt_verify_lib; a wrong key type fits but fails", async () => {
+    const other = await exportJWK(
+      (await generateKeyPair("ES256", { extractable: true })).publicKey,
+    );
+    const rsa = await exportJWK((await generateKeyPair("RS256", { extractable: true })).publicKey);
+    const right = { ...jwks.keys[0]!, kid: undefined };
+    const check = (keys: JSONWebKeySet["keys"], token: string) =>
+      createRequestAuthenticator(
+        repoConfig(),
+        order,
+        async () => ({ keys }),
+        () => NOW,
+      ).authenticate({ header: headers(bearer(token)), query: new URLSearchParams() });
+    const noKid = await new SignJWT(valid())
+      .setProtectedHeader({ alg: "ES256" })
+      .sign((await signingKey())!);
+    expect(await check([other, right], noKid)).toMatchObject({ ok: true });
+    expect(await check([{ ...rsa, kid: "k1" }], await sign(valid()))).toMatchObject({
+      ok: false,
+      body: JWT_MESSAGES.verification,
+    });
+  });
+
+  it("accepts an issuer only from the locations its rule names (Envoy's isIssuerAllowed)", async () => {
+    const config = configFrom(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: order }
+spec:
+  selector: { matchLabels: { app: order } }
+  jwtRules:
+    - issuer: ${ISSUER}
+      jwksUri: http://auth.shop.svc.cluster.local:8080/.well-known/jwks.json
+    - issuer: https://other.issuer
+      jwksUri: http://auth.shop.svc.cluster.local:8080/.well-known/jwks.json
+      fromHeaders: [{ name: x-other }]
+`);
+    const { call } = authenticator(config);
+    const token = await sign(valid());
+    expect(await call(bearer(token))).toMatchObject({ ok: true });
+    expect(await call({ "x-other": token })).toMatchObject({
+      ok: false,
+      body: JWT_MESSAGES.unknownIssuer,
     });
   });
 
