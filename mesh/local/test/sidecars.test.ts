@@ -360,6 +360,8 @@ describe("retry flags and abandoned requests", () => {
     const response = await call("order-0", "catalog", "/test.Echo/Hello");
     expect(response.status).toBe(504);
     expect(await response.text()).toBe("upstream request timeout");
+    // Envoy's local replies carry no x-request-id (Istio sets no always_set_request_id_in_response).
+    expect(response.headers.get("x-request-id")).toBeNull();
     expect(records.find((r) => r.reporter === "source")).toMatchObject({
       attempts: 3,
       response_flags: "URX,UT",

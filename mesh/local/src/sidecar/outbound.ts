@@ -141,10 +141,9 @@ export function createOutbound(options: OutboundOptions) {
     fields: Partial<AccessRecord> & { response_flags: string },
     extraHeaders: Record<string, string> = {},
   ) {
-    const sent = sendLocalReply(request.req, request.res, status, body, {
-      "x-request-id": request.requestId,
-      ...extraHeaders,
-    });
+    // No x-request-id: Envoy writes it into a response only with always_set_request_id_in_response,
+    // which Istio never sets (the record keeps the id).
+    const sent = sendLocalReply(request.req, request.res, status, body, extraHeaders);
     record(request, { ...fields, ...sent });
   }
 
