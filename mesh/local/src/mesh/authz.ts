@@ -129,6 +129,10 @@ function matchesPath(pattern: string, path: string | undefined): boolean {
 
 type Matcher = (pattern: string, value: string | undefined) => boolean;
 
+/** Istio's HeaderMatcher/HostMatcher: `*` is Envoy's present_match, so a header sent empty matches. */
+const headerMatches: Matcher = (pattern, value) =>
+  pattern === "*" ? value !== undefined : matchesValue(pattern, value);
+
 const anyOf = (patterns: string[], values: (string | undefined)[], match: Matcher) =>
   patterns.some((p) => values.some((v) => match(p, v)));
 
@@ -246,9 +250,10 @@ const hostValues = (host: string | undefined) => [host?.toLowerCase()];
 const lowered = (patterns: string[] | undefined) => patterns?.map((p) => p.toLowerCase());
 
 function matchesRule(rule: AuthorizationRule, request: AuthzRequest): boolean {
+  // Proto3 cannot tell `from: []` from no `from`: Istio's model matches any for both.
   const fromOk =
-    !rule.from ||
-    rule.from.some(({ source: s }) => {
+    !rule.from?.length ||
+    rule.from.some(({ source: s = {} }) => {
       const ns = [namespaceOf(request.principal)];
       return (
         field(s.principals, [request.principal]) &&
@@ -261,12 +266,12 @@ function matchesRule(rule: AuthorizationRule, request: AuthzRequest): boolean {
     });
   if (!fromOk) return false;
   const toOk =
-    !rule.to ||
-    rule.to.some(({ operation: o }) => {
+    !rule.to?.length ||
+    rule.to.some(({ operation: o = {} }) => {
       const port = [request.port === undefined ? undefined : String(request.port)];
       return (
-        field(lowered(o.hosts), hostValues(request.host)) &&
-        field(lowered(o.notHosts), hostValues(request.host), true) &&
+        field(lowered(o.hosts), hostValues(request.host), false, headerMatches) &&
+        field(lowered(o.notHosts), hostValues(request.host), true, headerMatches) &&
         field(o.ports, port) &&
         field(o.notPorts, port, true) &&
         field(o.methods, [request.method]) &&
@@ -284,7 +289,11 @@ function matchesRule(rule: AuthorizationRule, request: AuthzRequest): boolean {
       );
     }
     const values = conditionValues(condition.key, request);
-    return field(condition.values, values) && field(condition.notValues, values, true);
+    const match = condition.key.startsWith("request.headers[") ? headerMatches : matchesValue;
+    return (
+      field(condition.values, values, false, match) &&
+      field(condition.notValues, values, true, match)
+    );
   });
 }
 

@@ -301,30 +301,35 @@ const authorizationRule = z.strictObject({
   from: z
     .array(
       z.strictObject({
-        source: z.strictObject({
-          principals: values.optional(),
-          notPrincipals: values.optional(),
-          requestPrincipals: values.optional(),
-          notRequestPrincipals: values.optional(),
-          namespaces: values.optional(),
-          notNamespaces: values.optional(),
-        }),
+        source: z
+          .strictObject({
+            principals: values.optional(),
+            notPrincipals: values.optional(),
+            requestPrincipals: values.optional(),
+            notRequestPrincipals: values.optional(),
+            namespaces: values.optional(),
+            notNamespaces: values.optional(),
+          })
+          // Istio: an entry without a source (or an operation, below) is any.
+          .optional(),
       }),
     )
     .optional(),
   to: z
     .array(
       z.strictObject({
-        operation: z.strictObject({
-          hosts: values.optional(),
-          notHosts: values.optional(),
-          ports: z.array(z.string().regex(/^\d+$/, "a port number")).min(1).optional(),
-          notPorts: z.array(z.string().regex(/^\d+$/, "a port number")).min(1).optional(),
-          methods: values.optional(),
-          notMethods: values.optional(),
-          paths: pathValues.optional(),
-          notPaths: pathValues.optional(),
-        }),
+        operation: z
+          .strictObject({
+            hosts: values.optional(),
+            notHosts: values.optional(),
+            ports: z.array(z.string().regex(/^\d+$/, "a port number")).min(1).optional(),
+            notPorts: z.array(z.string().regex(/^\d+$/, "a port number")).min(1).optional(),
+            methods: values.optional(),
+            notMethods: values.optional(),
+            paths: pathValues.optional(),
+            notPaths: pathValues.optional(),
+          })
+          .optional(),
       }),
     )
     .optional(),

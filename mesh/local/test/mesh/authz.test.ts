@@ -393,6 +393,29 @@ spec: { action: DENY, rules: [{ to: [{ operation: { methods: [POST] } }] }, {}] 
     });
   });
 
+  it("from/to entries without source/operation and empty lists are any; header * is present (even empty)", () => {
+    const any = configFrom(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: any }
+spec:
+  rules:
+    - { from: [{}], to: [] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-debug }
+spec:
+  action: DENY
+  rules: [{ when: [{ key: "request.headers[x-debug]", values: ["*"] }] }]
+`);
+    expect(authorize(any, catalog, request()).allowed).toBe(true);
+    expect(authorize(any, catalog, request({ header: headers({ "x-debug": "" }) }))).toMatchObject({
+      allowed: false,
+      policy: "ns[shop]-policy[deny-debug]-rule[0]",
+    });
+  });
+
   it("request.auth.principal in when splits like requestPrincipals", () => {
     const when = configFrom(`
 apiVersion: security.istio.io/v1
