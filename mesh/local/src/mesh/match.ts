@@ -45,14 +45,17 @@ export function matchesRoute(route: HttpRoute, request: RequestFacts): boolean {
   );
 }
 
-/** A weighted pick among a route's destinations (weights add up to 100, checked at load). */
+/**
+ * A weighted pick among a route's destinations, in proportion to their weights (relative, as
+ * Envoy's WeightedCluster; a total above 0 is checked at load).
+ */
 export function pickDestination(
   route: HttpRoute,
   random: () => number = Math.random,
 ): HttpRoute["route"][number] {
   const destinations = route.route;
   if (destinations.length === 1) return destinations[0]!;
-  let roll = random() * 100;
+  let roll = random() * destinations.reduce((sum, d) => sum + (d.weight ?? 0), 0);
   for (const candidate of destinations) {
     roll -= candidate.weight ?? 0;
     if (roll < 0) return candidate;

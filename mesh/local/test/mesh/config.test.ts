@@ -130,9 +130,9 @@ describe("refusing what mesh/local does not implement or Istio would reject", ()
     );
     refused(
       vs(
-        `  hosts: [payment]\n  http: [{ route: [{ destination: { host: payment }, weight: 90 }, { destination: { host: order }, weight: 20 }] }]`,
+        `  hosts: [payment]\n  http: [{ route: [{ destination: { host: payment }, weight: 0 }, { destination: { host: order } }] }]`,
       ),
-      /VirtualService payment: spec\.http\.0: route \(unnamed\): weights add up to 110, not 100/,
+      /VirtualService payment: spec\.http\.0: route \(unnamed\): total destination weight = 0/,
     );
     refused(
       vs(
@@ -140,6 +140,41 @@ describe("refusing what mesh/local does not implement or Istio would reject", ()
       ),
       /spec\.http\.0\.fault\.abort/,
     );
+  });
+
+  it("VirtualService retries as Istio 1.30 validates them", () => {
+    const retries = (spec: string) =>
+      vs(
+        `  hosts: [payment]\n  http: [{ route: [{ destination: { host: payment } }], retries: ${spec} }]`,
+      );
+    refused(
+      retries(`{ attempts: 0, retryOn: "5xx" }`),
+      /retries: http retry policy configured when attempts are set to 0 \(disabled\)/,
+    );
+    refused(retries(`{ attempts: 0, perTryTimeout: 1s }`), /attempts are set to 0 \(disabled\)/);
+    // Go's http.StatusText names no 599; Istio does not trim tokens.
+    refused(retries(`{ attempts: 2, retryOn: "5xx,599" }`), /599 is not an HTTP status code/);
+    refused(retries(`{ attempts: 2, retryOn: "5xx, reset" }`), /retry condition " reset"/);
+    refused(retries(`{ attempts: 2, retryOn: "5xx," }`), /retry condition ""/);
+    expect(() => configFrom(retries(`{ attempts: 0 }`))).not.toThrow();
+    expect(() => configFrom(retries(`{ attempts: 2, retryOn: "5xx,503,429" }`))).not.toThrow();
+  });
+
+  it("VirtualService weights are relative, as Envoy's: any total above 0", () => {
+    expect(() =>
+      configFrom(
+        vs(
+          `  hosts: [payment]\n  http: [{ route: [{ destination: { host: payment }, weight: 90 }, { destination: { host: order }, weight: 20 }] }]`,
+        ),
+      ),
+    ).not.toThrow();
+    expect(() =>
+      configFrom(
+        vs(
+          `  hosts: [payment]\n  http: [{ route: [{ destination: { host: payment }, weight: 0 }] }]`,
+        ),
+      ),
+    ).not.toThrow();
   });
 
   it("VirtualService: hosts outside namespace shop and unknown subsets", () => {

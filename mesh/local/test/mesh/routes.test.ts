@@ -48,6 +48,27 @@ describe("routeFor", () => {
     ).toBe("v2");
   });
 
+  it("picks in proportion to relative weights (1 and 3: a quarter and three quarters)", () => {
+    const config = configFrom(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: payment, namespace: shop }
+spec:
+  hosts: [payment]
+  http:
+    - route:
+        - { destination: { host: payment }, weight: 1 }
+        - { destination: { host: order }, weight: 3 }
+`);
+    const random = seeded(5);
+    let order = 0;
+    for (let i = 0; i < 1000; i++) {
+      if (routeFor(config, "payment", deliver(), random)?.destination.host === "order") order++;
+    }
+    expect(order).toBeGreaterThan(700);
+    expect(order).toBeLessThan(800);
+  });
+
   it("matches headers in order: the canary header route first", () => {
     const config = variantConfig("payment-header-canary.yaml");
     expect(routeFor(config, "payment", deliver({ "x-canary": "true" }))).toMatchObject({
