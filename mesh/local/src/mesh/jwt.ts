@@ -4,15 +4,16 @@
  * no identity (an AuthorizationPolicy's requestPrincipals then refuses it); a token present but
  * invalid is answered 401 with jwt_verify_lib's message (Envoy's body). Tokens are read from
  * the rule's fromHeaders / fromParams, by default from `Authorization: Bearer …` and the
- * `access_token` query parameter. Checks in jwt_verify_lib's order: form, issuer (one a rule
- * names), time (exp, nbf, 60 s clock skew, Envoy's default), audiences (when the rule lists
- * any; a mismatch is Envoy's 403, not 401), then the key (kid/alg in the JWKS) and the
- * signature (jose). The principal is "<iss>/<sub>"; the claims handed on are Envoy's payload
+ * `access_token` query parameter. Checks in jwt_verify_lib's order: form and field types
+ * (parseFromString), issuer (one whose rule names the location the token came from), time
+ * (exp, nbf, 60 s clock skew, Envoy's default), audiences (when the rule lists any; a mismatch
+ * is Envoy's 403, not 401), then the signature (jose) with each JWKS key whose kid/alg fit. The principal is "<iss>/<sub>"; the claims handed on are Envoy's payload
  * metadata, with `scope` and `permission` split on spaces (Istio's spaceDelimitedClaims
  * default). forwardOriginalToken false (Istio's default) removes the verified token from where
  * it was found (its header, or its query parameter) before the app.
  * JWKS: fetched through the caller's fetchJwks and cached 5 min (Envoy's remote_jwks default),
- * refreshed early on an unknown kid at most every 30 s. A signature once verified is remembered
+ * refreshed early on an unknown kid at most every 30 s (Envoy waits for the cache to expire: a
+ * listed difference). A signature once verified is remembered
  * for the token and the JWKS key that verified it (Envoy's jwt_cache_config, which Istio leaves
  * off; here a signature check costs a crypto round trip on Node's thread pool per request): the
  * form, issuer, time and audience checks still run on every request, and a key that leaves the
