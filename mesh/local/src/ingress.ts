@@ -1,4 +1,5 @@
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
+import { authorityOf } from "./forward.js";
 import {
   durationMs,
   type HttpRoute,
@@ -78,7 +79,8 @@ export function createIngress(options: IngressOptions): DualProtocolServer {
         route: route?.name,
         path: request.path,
         method: request.method,
-        authority: header(":authority") ?? header("host"),
+        // The authority as the client sent it: the forwarded headers no longer hold it.
+        authority: authorityOf(req),
         clientAddress: remote,
         header,
       });

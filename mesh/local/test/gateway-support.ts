@@ -14,6 +14,7 @@ export function testIngress(options: {
   upstreams: Record<string, string>;
   onRecord(record: AccessRecord): void;
   limits?: Partial<Omit<IngressOptions, "config" | "outbound">>;
+  rateLimits?: MeshConfig["rateLimits"];
 }) {
   const endpoints = new EndpointRegistry();
   for (const [app, base] of Object.entries(options.upstreams)) {
@@ -42,7 +43,7 @@ export function testIngress(options: {
     peerAuthentications: [],
     authorizationPolicies: [],
     requestAuthentications: [],
-    rateLimits: [],
+    rateLimits: options.rateLimits ?? [],
   } as unknown as MeshConfig;
   const outbound = createOutbound({
     source: ingressGateway,

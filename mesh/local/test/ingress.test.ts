@@ -1,3 +1,4 @@
+import { request as httpRequest } from "node:http";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
@@ -10,9 +11,10 @@ import { CatalogService, ProductSchema } from "@thinmesh/contracts/shop/catalog/
 import { createDualProtocolServer, type DualProtocolServer } from "@thinmesh/platform";
 import { rpcError } from "@thinmesh/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HttpRoute } from "../src/mesh/index.js";
+import type { HttpRoute, LocalRateLimit } from "../src/mesh/index.js";
 import type { AccessRecord } from "../src/sidecar/telemetry.js";
 import { testIngress } from "./gateway-support.js";
+import { repoConfig } from "./mesh/support.js";
 
 const seen: { path: string; headers: Record<string, string | string[] | undefined> }[] = [];
 function fakeCatalog(): DualProtocolServer {
@@ -170,5 +172,50 @@ describe("the local ingress gateway", () => {
       attempts: 1,
     });
     expect(ok?.duration).toBeGreaterThan(0);
+  });
+});
+
+describe("the ingress's local rate limit", () => {
+  it("keys a request_headers :authority descriptor on the authority the client sent", async () => {
+    const limit = {
+      ...repoConfig().rateLimits[0]!,
+      routeName: "unknown",
+      tokenBucket: { maxTokens: 1000, tokensPerFill: 1000, fillIntervalMs: 60_000 },
+      descriptors: [
+        {
+          entries: [{ key: "authority", value: "shop.example:8080" }],
+          tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 60_000 },
+        },
+      ],
+      rateLimits: [
+        [{ request_headers: { header_name: ":authority", descriptor_key: "authority" } }],
+      ],
+    } as LocalRateLimit;
+    const limited = testIngress({
+      routes,
+      upstreams: { catalog: `http://127.0.0.1:1` },
+      onRecord: () => {},
+      rateLimits: [limit],
+    });
+    const port = (await limited.listen(0, "127.0.0.1")).port;
+    try {
+      const status = (host: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = httpRequest(
+            { port, host: "127.0.0.1", method: "POST", path: "/nobody/x", headers: { host } },
+            (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            },
+          );
+          req.on("error", reject);
+          req.end();
+        });
+      expect(await status("shop.example:8080")).toBe(503); // the one token: on to no instance
+      expect(await status("shop.example:8080")).toBe(429);
+      expect(await status("other.example:8080")).toBe(503);
+    } finally {
+      await limited.close(1000);
+    }
   });
 });
