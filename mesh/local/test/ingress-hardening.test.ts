@@ -82,7 +82,7 @@ beforeEach(() => {
 
 /** HTTP/1.1 with the target sent as given (fetch and new URL() would resolve it first). */
 function h1(target: string, options: { port?: number; body?: Buffer | string } = {}) {
-  return new Promise<{ status: number; body: string }>((resolve, reject) => {
+  return new Promise<{ status: number; body: string; requestId?: string }>((resolve, reject) => {
     const request = http.request(
       { host: "127.0.0.1", port: options.port ?? port, path: target, method: "POST", agent: false },
       (response) => {
@@ -91,7 +91,15 @@ function h1(target: string, options: { port?: number; body?: Buffer | string } =
         response.on("data", (chunk: string) => {
           body += chunk;
         });
-        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body,
+            ...(typeof response.headers["x-request-id"] === "string" && {
+              requestId: response.headers["x-request-id"],
+            }),
+          }),
+        );
       },
     );
     request.on("error", reject);
@@ -227,6 +235,8 @@ describe("path normalisation at the ingress", () => {
       const answer = await send(target);
       expect(answer.status).toBe(400);
       expect(answer.body).toMatch(/^Bad Request: /);
+      // Envoy's local replies carry no x-request-id (Istio sets no always_set_request_id_in_response).
+      expect("requestId" in answer).toBe(false);
       expect(hops.at(-1)).toMatchObject({
         response_code: 400,
         response_code_details: "path_normalization_failed",

@@ -194,7 +194,8 @@ export async function readDownstream(
     const sent =
       text === undefined
         ? { response_code: status, grpc_status: null, bytes_sent: 0 }
-        : localReply(req, res, status, text, { "x-request-id": requestId });
+        : // No x-request-id: Envoy sets it in a response only with always_set_request_id_in_response.
+          localReply(req, res, status, text);
     onRefused({
       fields: { ...sent, response_flags: flags, response_code_details: details },
       request: known,
