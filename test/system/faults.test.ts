@@ -92,7 +92,9 @@ const deliveryFailures = new Map<string, Map<string, number[]>>();
 const meshFlags = new Map<string, Map<string, number>>();
 function onRecord(record: AccessRecord) {
   if (record.reporter !== "source" || record.response_flags === "-") return;
-  const key = `${record.source_workload}->${record.destination_workload} ${record.response_code} ${record.response_flags}`;
+  // The service called: a local reply before any endpoint names no destination workload.
+  const service = record.destination_service?.split(".")[0] ?? "?";
+  const key = `${record.source_workload}->${service} ${record.response_code} ${record.response_flags}`;
   const counts = meshFlags.get(currentPhase) ?? new Map<string, number>();
   counts.set(key, (counts.get(key) ?? 0) + 1);
   meshFlags.set(currentPhase, counts);
